@@ -91,7 +91,7 @@ def test_combination_in_place(lam):
     grads = [g.clone() for g in g_ret]
     storages = [g.data_ptr() for g in grads]
     dot, ret_sq, _ = gradient_inner_products(g_act, grads)
-    combine_in_place(grads, g_act, lam - conflict_coefficient(dot, ret_sq))
+    combine_in_place(grads, g_act, lam - conflict_coefficient(dot, ret_sq).item())
     assert [g.data_ptr() for g in grads] == storages  # modified, never rebound
     flat = torch.cat([g.flatten() for g in grads]).double()
     torch.testing.assert_close(flat, expected, rtol=1e-5, atol=1e-6)

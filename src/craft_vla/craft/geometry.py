@@ -79,13 +79,17 @@ def project_conflicting(g_act: Sequence[Tensor], g_ret: Sequence[Tensor], delta:
     return [a - (coef * r.float()).to(a.dtype) for a, r in zip(g_act, g_ret)]
 
 
-def combine_in_place(grads: Sequence[Tensor | None], g_act: Sequence[Tensor | None], ret_scale: Tensor) -> None:
-    """grad ← g_act + ret_scale·grad, in place (`grads` hold g_ret; `ret_scale` = λ − c, a 0-d tensor).
+def combine_in_place(grads: Sequence[Tensor | None], g_act: Sequence[Tensor | None], ret_scale: float) -> None:
+    """grad ← g_act + ret_scale·grad, in place (`grads` hold g_ret; `ret_scale` = λ − c).
 
-    The gradient tensors are modified, never rebound, so DDP bucket views and FSDP2 shards stay valid.
+    One pass over memory per tensor (`torch.add(..., out=grad)`); the gradient tensors are modified,
+    never rebound, so DDP bucket views and FSDP2 shards stay valid.
     """
-    scaled = [local_tensor(g) for g in grads if g is not None]
-    torch._foreach_mul_(scaled, ret_scale)
-    pairs = [(local_tensor(g), local_tensor(a)) for g, a in zip(grads, g_act) if g is not None and a is not None]
-    if pairs:
-        torch._foreach_add_([g for g, _ in pairs], [a for _, a in pairs])
+    for g, a in zip(grads, g_act):
+        if g is None:
+            continue
+        g = local_tensor(g)
+        if a is None:
+            g.mul_(ret_scale)
+        else:
+            torch.add(local_tensor(a), g, alpha=ret_scale, out=g)

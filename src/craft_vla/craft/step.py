@@ -129,13 +129,13 @@ class CraftStep:
         coef = conflict_coefficient(dot, ret_sq, self.delta)
         losses = torch.stack([torch.as_tensor(x, dtype=torch.float32, device=dot.device) for x in (l_ret, l_act)])
         losses = _mean_over_ranks(losses, self.group)
-        lam = self.dual.value
-        combine_in_place(g_ret, g_act, lam - coef)
         cos = dot / (act_sq.sqrt() * ret_sq.sqrt()).clamp_min(1e-30)
         # the step's single host sync
         dot_v, ret_sq_v, act_sq_v, coef_v, cos_v, l_ret_v, l_act_v = torch.stack(
             [dot, ret_sq, act_sq, coef, cos, losses[0], losses[1]]
         ).tolist()
+        lam = self.dual.value
+        combine_in_place(g_ret, g_act, lam - coef_v)
         lam_next = self.dual.update(l_ret_v)
         conflict = dot_v < 0
         self.num_steps += 1
