@@ -3,7 +3,12 @@
 import pytest
 import torch
 
-from craft_vla.craft import combine_in_place, conflict_coefficient, gradient_inner_products, project_conflicting
+from craft_vla.craft import (
+    combine_in_place,
+    conflict_coefficient,
+    gradient_inner_products,
+    project_conflicting,
+)
 
 
 def random_grads(seed: int, shapes=((3, 4), (5,), (2, 2, 2))) -> list[torch.Tensor]:

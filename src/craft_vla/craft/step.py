@@ -79,7 +79,8 @@ def accumulate_backward(model: nn.Module, micro_batches: Sequence[Any], loss_fn:
     return total / k
 
 
-def _mean_over_ranks(x: Tensor, group: dist.ProcessGroup | None) -> Tensor:
+def mean_over_ranks(x: Tensor, group: dist.ProcessGroup | None = None) -> Tensor:
+    """The mean of `x` over the ranks of `group` (identity in a single process)."""
     if dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1:
         x = x.clone()
         dist.all_reduce(x, op=dist.ReduceOp.SUM, group=group)
@@ -128,7 +129,7 @@ class CraftStep:
         dot, ret_sq, act_sq = gradient_inner_products(g_act, g_ret)
         coef = conflict_coefficient(dot, ret_sq, self.delta)
         losses = torch.stack([torch.as_tensor(x, dtype=torch.float32, device=dot.device) for x in (l_ret, l_act)])
-        losses = _mean_over_ranks(losses, self.group)
+        losses = mean_over_ranks(losses, self.group)
         cos = dot / (act_sq.sqrt() * ret_sq.sqrt()).clamp_min(1e-30)
         # the step's single host sync
         dot_v, ret_sq_v, act_sq_v, coef_v, cos_v, l_ret_v, l_act_v = torch.stack(

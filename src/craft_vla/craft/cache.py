@@ -1,0 +1,202 @@
+"""The offline anchor cache: the frozen snapshot's features f~ per sample id, fingerprinted.
+
+A directory:
+    meta.json                          format version, fingerprint, feature spread S, shard list
+    shard-00000-of-00002.safetensors   "sample_ids" int64 (N,), "features" (N, F)
+
+Shards are written to a temporary name and renamed when complete, so an interrupted build resumes
+by skipping complete shards; `meta.json` is written last. The reader memory-maps the shards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+FORMAT_VERSION = 1
+META = "meta.json"
+_NUMPY_DTYPES = {"F32": np.float32, "F16": np.float16, "I64": np.int64}
+
+
+class CacheError(ValueError):
+    """A cache that is incomplete, altered, or built for another model, data or preprocessing."""
+
+
+def shard_name(index: int, count: int) -> str:
+    return f"shard-{index:05d}-of-{count:05d}.safetensors"
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_shard(path: Path, sample_ids: torch.Tensor, features: torch.Tensor) -> None:
+    """Write one shard atomically: (N,) int64 ids and (N, F) features."""
+    if sample_ids.ndim != 1 or features.ndim != 2 or len(sample_ids) != len(features):
+        raise ValueError(f"shard needs ids (N,) and features (N, F), got {tuple(sample_ids.shape)} and {tuple(features.shape)}")
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({"sample_ids": sample_ids.to(torch.int64).contiguous(), "features": features.contiguous()}, str(tmp))
+    os.replace(tmp, path)
+
+
+def _memmap_safetensors(path: Path) -> dict[str, np.ndarray]:
+    """Read-only numpy views of the tensors in a safetensors file, without loading them."""
+    with open(path, "rb") as f:
+        header_len = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(header_len))
+    size = path.stat().st_size
+    arrays = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        start, end = info["data_offsets"]
+        if 8 + header_len + end > size:
+            raise CacheError(f"{path}: truncated (tensor {name!r} ends past the end of the file); rebuild this shard")
+        dtype = _NUMPY_DTYPES.get(info["dtype"])
+        if dtype is None:
+            raise CacheError(f"{path}: tensor {name!r} has dtype {info['dtype']}; the cache stores F32, F16 or I64")
+        arrays[name] = np.memmap(path, dtype=dtype, mode="r", offset=8 + header_len + start, shape=tuple(info["shape"]))
+    return arrays
+
+
+def feature_spread(features: np.ndarray, part_dims: Mapping[str, int]) -> dict[str, float]:
+    """S = mean over samples of ||f − mean f||², overall and per part (e.g. {"raw": D, "aq": D}), float64."""
+    f = np.asarray(features, dtype=np.float64)
+    centred_sq = ((f - f.mean(axis=0)) ** 2).sum(axis=0) / len(f)  # per feature dim
+    spread = {"all": float(centred_sq.sum()), "mean_norm_sq": float((f**2).sum(axis=1).mean())}
+    start = 0
+    for name, dim in part_dims.items():
+        spread[name] = float(centred_sq[start : start + dim].sum())
+        start += dim
+    return spread
+
+
+def finalize_cache(root: Path, fingerprint: Mapping[str, Any], num_shards: int, part_dims: Mapping[str, int], extra: Mapping[str, Any] | None = None) -> dict:
+    """Check that every shard is there, compute S, write meta.json last (atomically)."""
+    root = Path(root)
+    names = [shard_name(i, num_shards) for i in range(num_shards)]
+    missing = [n for n in names if not (root / n).exists()]
+    if missing:
+        raise CacheError(f"{root}: shards missing: {missing}; rerun the build to complete them")
+    arrays = [_memmap_safetensors(root / n) for n in names]
+    ids = np.concatenate([a["sample_ids"] for a in arrays])
+    features = np.concatenate([a["features"] for a in arrays])
+    if len(np.unique(ids)) != len(ids):
+        raise CacheError(f"{root}: some sample ids appear in more than one row")
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "fingerprint": dict(fingerprint),
+        "num_samples": int(len(ids)),
+        "feature_dim": int(features.shape[1]),
+        "feature_dtype": str(features.dtype),
+        "part_dims": dict(part_dims),
+        "spread": feature_spread(features, part_dims),
+        "shards": [{"file": n, "num_samples": int(len(a["sample_ids"])), "sha256": file_sha256(root / n)} for n, a in zip(names, arrays)],
+        **dict(extra or {}),
+    }
+    _atomic_write_bytes(root / META, json.dumps(meta, indent=2, sort_keys=True).encode())
+    return meta
+
+
+@dataclass
+class FingerprintMismatch:
+    field: str
+    cache: Any
+    run: Any
+
+
+def compare_fingerprints(cache: Mapping[str, Any], run: Mapping[str, Any]) -> list[FingerprintMismatch]:
+    """Every field whose value differs between the cache's fingerprint and the run's."""
+    return [FingerprintMismatch(k, cache.get(k), run.get(k)) for k in sorted(set(cache) | set(run)) if cache.get(k) != run.get(k)]
+
+
+class AnchorCache:
+    """Read side: f~ for a batch of sample ids, from memory-mapped shards."""
+
+    def __init__(self, root: Path | str, verify_checksums: bool = False) -> None:
+        self.root = Path(root)
+        meta_path = self.root / META
+        if not meta_path.exists():
+            raise CacheError(f"{self.root}: no {META}; the build did not finish (rerun it to resume) or this is not a cache")
+        self.meta = json.loads(meta_path.read_text())
+        if self.meta.get("format_version") != FORMAT_VERSION:
+            raise CacheError(f"{self.root}: cache format {self.meta.get('format_version')}, this craft-vla reads {FORMAT_VERSION}; rebuild it")
+        if verify_checksums:
+            self.verify()
+        arrays = []
+        for shard in self.meta["shards"]:
+            path = self.root / shard["file"]
+            if not path.exists():
+                raise CacheError(f"{path}: shard missing; rebuild the cache")
+            a = _memmap_safetensors(path)
+            if len(a["sample_ids"]) != shard["num_samples"]:
+                raise CacheError(f"{path}: {len(a['sample_ids'])} samples, meta.json says {shard['num_samples']}; rebuild")
+            arrays.append(a)
+        self._features = [a["features"] for a in arrays]
+        ids = np.concatenate([a["sample_ids"] for a in arrays])
+        shard_of = np.concatenate([np.full(len(a["sample_ids"]), i) for i, a in enumerate(arrays)])
+        row_of = np.concatenate([np.arange(len(a["sample_ids"])) for a in arrays])
+        order = np.argsort(ids, kind="stable")
+        self.sample_ids = ids[order]
+        self._shard, self._row = shard_of[order], row_of[order]
+
+    def verify(self) -> None:
+        """Recompute every shard's checksum against meta.json; raise naming the first altered shard."""
+        for shard in self.meta["shards"]:
+            path = self.root / shard["file"]
+            if not path.exists():
+                raise CacheError(f"{path}: shard missing")
+            if file_sha256(path) != shard["sha256"]:
+                raise CacheError(f"{path}: checksum differs from meta.json (truncated or altered); rebuild the cache")
+
+    def __len__(self) -> int:
+        return len(self.sample_ids)
+
+    @property
+    def fingerprint(self) -> dict[str, Any]:
+        return self.meta["fingerprint"]
+
+    @property
+    def spread(self) -> dict[str, float]:
+        return self.meta["spread"]
+
+    def check_fingerprint(self, run: Mapping[str, Any]) -> None:
+        """Refuse a cache built from another model, layers, pooling, preprocessing or data."""
+        mismatches = compare_fingerprints(self.fingerprint, run)
+        if mismatches:
+            lines = "\n".join(f"  {m.field}: cache has {m.cache!r}, this run has {m.run!r}" for m in mismatches)
+            raise CacheError(f"anchor cache {self.root} does not match this run:\n{lines}\nRebuild it with `craft-vla build-cache` for this run's settings.")
+
+    def features(self, sample_ids: Iterable[int] | torch.Tensor) -> torch.Tensor:
+        """f~ (N, F) float32 for these sample ids (every id must be in the cache)."""
+        ids = np.asarray(torch.as_tensor(sample_ids).cpu(), dtype=np.int64)
+        pos = np.searchsorted(self.sample_ids, ids)
+        pos = np.minimum(pos, len(self.sample_ids) - 1)
+        missing = ids[self.sample_ids[pos] != ids]
+        if len(missing):
+            raise CacheError(f"{self.root}: sample ids not in the cache: {missing[:5].tolist()}... (built for another dataset?)")
+        rows = [self._features[s][r] for s, r in zip(self._shard[pos], self._row[pos])]
+        return torch.from_numpy(np.stack(rows).astype(np.float32))
