@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from craft_vla.craft.cache import AnchorCache, CacheError, feature_spread, finalize_cache, shard_name, write_shard
+from craft_vla.craft.cache import (
+    AnchorCache,
+    CacheError,
+    feature_spread,
+    finalize_cache,
+    shard_name,
+    write_shard,
+)
 
 FINGERPRINT = {"weights_sha256": "abc", "raw_layer": 2, "aq_layer": 4, "pool": "mean", "datasets": ["toy"]}
 
