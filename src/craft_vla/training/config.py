@@ -5,7 +5,7 @@ Parsed by draccus (`--flag value`); every run saves the resolved config beside i
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -77,7 +77,6 @@ class FinetuneConfig:
     craft_anchor_batch_size: int = 0  # per device; 0: same as batch_size
     craft_warn_l_ret: float = 1e-6  # step-0 L_ret above this (relative to ||f~||²) warns of a foreign cache
 
-    extra: dict = field(default_factory=dict)
 
     def validate(self) -> None:
         """Refuse inconsistent settings with a message that says how to fix them."""

@@ -1,0 +1,87 @@
+"""Building the anchor cache: the frozen snapshot's features for every sample, sharded over ranks.
+
+Shard j of the build holds the samples `ids[j·S : (j+1)·S]` (S = `shard_size`) and is computed by
+rank j mod world_size, so a 1-rank and an N-rank build write the same shards. A shard that already
+exists is skipped: an interrupted build resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from craft_vla.craft import AnchorSpec
+from craft_vla.craft.cache import AnchorCache, finalize_cache, shard_name, write_shard
+from craft_vla.training.distributed import DistEnv, barrier
+
+
+def weights_fingerprint(state_dict: Mapping[str, Tensor]) -> str:
+    """sha256 over the names, shapes, dtypes and bytes of a state dict, in sorted key order."""
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        t = state_dict[name].detach().cpu().contiguous()
+        digest.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+@torch.no_grad()
+def compute_features(model: nn.Module, batch: Mapping[str, Tensor], spec: AnchorSpec, device: torch.device) -> Tensor:
+    """The anchor features (B, F) of one collated batch, float32 on the CPU."""
+    batch = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
+    return model(batch, anchor_spec=spec).float().cpu()
+
+
+def build_anchor_cache(
+    model: nn.Module,
+    load_batch: Callable[[Sequence[int]], Mapping[str, Tensor]],
+    sample_ids: Sequence[int],
+    spec: AnchorSpec,
+    out_dir: Path,
+    fingerprint: Mapping[str, Any],
+    part_dims: Mapping[str, int],
+    env: DistEnv,
+    batch_size: int = 32,
+    shard_size: int = 4096,
+    extra_meta: Mapping[str, Any] | None = None,
+) -> AnchorCache | None:
+    """Write the cache for `sample_ids` into `out_dir`; returns it on rank 0 (None elsewhere).
+
+    `load_batch(ids)` returns the collated, un-augmented model inputs of those samples.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    num_shards = max(1, math.ceil(len(sample_ids) / shard_size))
+    mine = [j for j in range(num_shards) if j % env.world_size == env.rank]
+    todo = [j for j in mine if not (out_dir / shard_name(j, num_shards)).exists()]
+    total = sum(len(sample_ids[j * shard_size : (j + 1) * shard_size]) for j in todo)
+    start = time.perf_counter()
+    with tqdm(total=total, desc=f"anchor cache (rank {env.rank})", unit="sample", disable=not env.is_main and total == 0) as bar:
+        for j in todo:
+            ids = list(sample_ids[j * shard_size : (j + 1) * shard_size])
+            features = []
+            for k in range(0, len(ids), batch_size):
+                features.append(compute_features(model, load_batch(ids[k : k + batch_size]), spec, env.device))
+                bar.update(len(ids[k : k + batch_size]))
+                bar.set_postfix(samples_per_s=f"{bar.n / max(time.perf_counter() - start, 1e-9):.1f}")
+            write_shard(out_dir / shard_name(j, num_shards), torch.tensor(ids, dtype=torch.int64), torch.cat(features))
+    barrier()
+    if not env.is_main:
+        return None
+    meta = finalize_cache(out_dir, fingerprint, num_shards, part_dims, extra_meta)
+    cache = AnchorCache(out_dir)
+    expected = sorted(int(i) for i in sample_ids)
+    if cache.sample_ids.tolist() != expected:
+        raise RuntimeError(f"{out_dir}: the cache holds {meta['num_samples']} ids, expected exactly the {len(expected)} requested")
+    return cache
