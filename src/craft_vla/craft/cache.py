@@ -183,9 +183,10 @@ class AnchorCache:
     def spread(self) -> dict[str, float]:
         return self.meta["spread"]
 
-    def check_fingerprint(self, run: Mapping[str, Any]) -> None:
+    def check_fingerprint(self, run: Mapping[str, Any], ignore: Iterable[str] = ()) -> None:
         """Refuse a cache built from another model, layers, pooling, preprocessing or data."""
-        mismatches = compare_fingerprints(self.fingerprint, run)
+        ignored = set(ignore)
+        mismatches = [m for m in compare_fingerprints(self.fingerprint, run) if m.field not in ignored]
         if mismatches:
             lines = "\n".join(f"  {m.field}: cache has {m.cache!r}, this run has {m.run!r}" for m in mismatches)
             raise CacheError(f"anchor cache {self.root} does not match this run:\n{lines}\nRebuild it with `craft-vla build-cache` for this run's settings.")

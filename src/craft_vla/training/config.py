@@ -18,6 +18,8 @@ class FinetuneConfig:
     use_pro_version: bool = True  # Pro bridge-attention blocks (False: the original blocks)
     num_images_in_input: int = 2  # third-person + wrist
     use_proprio: bool = True
+    head_input_noise_std: float = 0.02  # VLA-Adapter's training-time perturbation of the head input
+    tokenizer_path: str = ""  # WordTokenizer json or HF tokenizer dir; default: the checkpoint dir's
 
     # data
     data_root_dir: Path = Path("datasets/rlds")
@@ -29,6 +31,7 @@ class FinetuneConfig:
     # optimisation
     batch_size: int = 8  # per device
     learning_rate: float = 5e-4
+    optimizer: str = "adamw"  # adamw (VLA-Adapter's) | sgd (momentum 0.9; linear in the gradient, for exactness checks)
     weight_decay: float = 0.0
     lr_warmup_steps: int = 0  # linear warm-up from 10 % to 100 % of the learning rate
     num_steps_before_decay: int = 100_000  # then MultiStepLR ×0.1
@@ -75,6 +78,8 @@ class FinetuneConfig:
     craft_cache_path: str = ""
     craft_anchor_source: str = "cache"  # cache | online (LoRA only: the snapshot is the model with adapters off)
     craft_anchor_batch_size: int = 0  # per device; 0: same as batch_size
+    craft_cache_max_samples: int = 0  # build-cache: 0 = every sample, else a seeded random subset
+    craft_cache_shard_size: int = 4096  # build-cache: samples per shard (the unit of resumption)
     craft_warn_l_ret: float = 1e-6  # step-0 L_ret above this (relative to ||f~||²) warns of a foreign cache
 
 
@@ -84,6 +89,8 @@ class FinetuneConfig:
             raise ValueError(f"--distributed must be none, ddp or fsdp, got {self.distributed!r}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"--precision must be auto, fp32 or bf16, got {self.precision!r}")
+        if self.optimizer not in ("adamw", "sgd"):
+            raise ValueError(f"--optimizer must be adamw or sgd, got {self.optimizer!r}")
         if self.batch_size < 1 or self.grad_accumulation_steps < 1:
             raise ValueError("--batch_size and --grad_accumulation_steps must be >= 1")
         if self.use_craft:

@@ -1,0 +1,71 @@
+"""`craft-vla build-cache`: the frozen snapshot's anchor features for the run's data, with the run's flags.
+
+Pass the same model, data and `--craft_*` flags as the fine-tuning run and `--craft_cache_path OUT`:
+the fingerprint then matches by construction. Under torchrun every rank builds disjoint shards.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from craft_vla.craft.cache import AnchorCache
+from craft_vla.data.collate import VLACollator
+from craft_vla.data.dataset import VLADataset
+from craft_vla.data.statistics import compute_dataset_statistics
+from craft_vla.data.transforms import infer_dataset_kind
+from craft_vla.training import setup
+from craft_vla.training.anchor_cache import build_anchor_cache
+from craft_vla.training.config import FinetuneConfig
+from craft_vla.training.distributed import init_distributed
+
+
+def build_cache(cfg: FinetuneConfig) -> AnchorCache | None:
+    """Build (or resume building) the anchor cache at `cfg.craft_cache_path`; returns it on rank 0."""
+    if not cfg.craft_cache_path:
+        raise ValueError("pass --craft_cache_path DIR: where to write the anchor cache")
+    env = init_distributed(cfg.distributed)
+    torch.manual_seed(cfg.seed)  # a preset model is initialised exactly as the fine-tuning run's
+    readers = setup.open_readers(cfg)
+    tokenizer = setup.load_tokenizer(cfg, readers)
+    statistics = {r.name: compute_dataset_statistics(r, infer_dataset_kind(r.name)) for r in readers}
+    first = statistics[min(statistics)]
+    proprio_dim = first.proprio.dim if cfg.use_proprio and first.proprio is not None else None
+    policy, snapshot_sha256 = setup.build_model(cfg, first.action.dim, proprio_dim, tokenizer.vocab_size)
+    policy.to(env.device)
+    dataset = VLADataset(readers, tokenizer, setup.sample_config(cfg, policy.config, augment=False), statistics=statistics)
+    spec = setup.anchor_spec(cfg, policy.config.llm.num_hidden_layers)
+    ids = dataset.sample_ids
+    if cfg.craft_cache_max_samples and cfg.craft_cache_max_samples < len(ids):
+        ids = np.sort(np.random.default_rng(cfg.seed).choice(ids, cfg.craft_cache_max_samples, replace=False))
+    collate = VLACollator(pad_token_id=tokenizer.pad_token_id)
+    hidden = policy.config.hidden_size
+    tokens = 1 if spec.pool == "mean" else None
+    part_dims = {"raw": hidden * (tokens or policy.config.num_patches), "aq": hidden * (tokens or policy.config.num_action_queries)}
+    part_dims = {k: v for k, v in part_dims.items() if spec.parts in ("both", k)}
+    start = time.perf_counter()
+    cache = build_anchor_cache(
+        policy,
+        lambda batch_ids: collate([dataset[int(i)] for i in batch_ids]),
+        ids.tolist(),
+        spec,
+        Path(cfg.craft_cache_path),
+        setup.anchor_fingerprint(spec, snapshot_sha256, dataset, tokenizer),
+        part_dims,
+        env,
+        batch_size=cfg.batch_size,
+        shard_size=cfg.craft_cache_shard_size,
+        extra_meta={"command": " ".join(shlex.quote(a) for a in sys.argv)},
+    )
+    if cache is not None:
+        print(
+            f"anchor cache {cfg.craft_cache_path}: {len(cache)} samples, feature dim {cache.meta['feature_dim']}, "
+            f"spread S {cache.spread['all']:.4g}, mean ||f~||² {cache.spread['mean_norm_sq']:.4g}, "
+            f"{time.perf_counter() - start:.1f} s"
+        )
+    return cache

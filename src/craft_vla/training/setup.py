@@ -1,0 +1,195 @@
+"""Build everything a fine-tuning run needs from a resolved `FinetuneConfig`.
+
+Model (preset, Prismatic VLM run dir, or HF-format VLA dir), tokenizer, datasets, LoRA, the
+anchor set for CRaFT. The loop in `finetune.py` only wires these together.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from craft_vla.craft import AnchorSpec
+from craft_vla.craft.cache import AnchorCache, CacheError
+from craft_vla.data.collate import VLACollator
+from craft_vla.data.dataset import SampleConfig, VLADataset
+from craft_vla.data.normalize import DatasetStatistics
+from craft_vla.data.prompt import vla_prompt_text
+from craft_vla.data.rlds import RLDSReader, resolve_dataset_dir
+from craft_vla.data.sampler import EpochSampler
+from craft_vla.data.tokenizers import HFQwenTokenizer, WordTokenizer
+from craft_vla.models import VLAAdapterConfig, VLAAdapterPolicy, build_policy, get_config
+from craft_vla.models.checkpoint import load_vla
+from craft_vla.models.prismatic import load_prismatic_vlm
+from craft_vla.training.anchor_cache import weights_fingerprint
+from craft_vla.training.config import FinetuneConfig
+
+VIEWS = ("primary", "wrist")
+
+
+def dataset_names(cfg: FinetuneConfig) -> list[str]:
+    return sorted(n for n in cfg.dataset_name.split("+") if n)
+
+
+def open_readers(cfg: FinetuneConfig, split: str = "train") -> list[RLDSReader]:
+    return [RLDSReader(resolve_dataset_dir(cfg.data_root_dir, name), split=split) for name in dataset_names(cfg)]
+
+
+def load_tokenizer(cfg: FinetuneConfig, readers: Sequence[RLDSReader]):
+    """The run's tokenizer: `--tokenizer_path` (a WordTokenizer json or an HF dir), the checkpoint dir's,
+    or, for a preset model without checkpoint, a word-level vocabulary of the datasets' instructions."""
+    path = cfg.tokenizer_path or cfg.config_file_path or cfg.vlm_path
+    if path:
+        path = Path(path)
+        if path.is_file():
+            return WordTokenizer.load(path)
+        if (path / "word_tokenizer.json").is_file():
+            return WordTokenizer.load(path / "word_tokenizer.json")
+        return HFQwenTokenizer(path)
+    instructions = sorted({str(i) for reader in readers for i in episode_instructions(reader)})
+    return WordTokenizer.from_texts(vla_prompt_text(i) for i in instructions)
+
+
+def episode_instructions(reader: RLDSReader) -> set[str]:
+    """Every language instruction of a dataset (records are parsed, images not decoded)."""
+    found: set[str] = set()
+    for episode in range(reader.num_episodes):
+        values = reader.read_episode(episode, decode_images=False)["steps"]["language_instruction"]
+        found.update(v.decode() if isinstance(v, bytes) else str(v) for v in np.atleast_1d(values))
+    return found
+
+
+def model_config(cfg: FinetuneConfig, base: VLAAdapterConfig, action_dim: int, proprio_dim: int | None, vocab_size: int | None) -> VLAAdapterConfig:
+    """The model configuration with this run's data-dependent fields."""
+    fields: dict[str, Any] = dict(
+        num_images_in_input=cfg.num_images_in_input,
+        use_proprio=cfg.use_proprio,
+        use_pro_version=cfg.use_pro_version,
+        action_dim=action_dim,
+        head_input_noise_std=cfg.head_input_noise_std,
+    )
+    if proprio_dim is not None:
+        fields["proprio_dim"] = proprio_dim
+    config = dataclasses.replace(base, **fields)
+    if vocab_size is not None and vocab_size > config.llm.vocab_size:
+        raise ValueError(f"the tokenizer has {vocab_size} tokens but the model's vocabulary has {config.llm.vocab_size}")
+    return config
+
+
+def build_model(cfg: FinetuneConfig, action_dim: int, proprio_dim: int | None, vocab_size: int) -> tuple[VLAAdapterPolicy, str]:
+    """The policy to fine-tune and the sha256 of its VLM weights (the snapshot's fingerprint)."""
+    if cfg.vlm_path:
+        path = Path(cfg.vlm_path)
+        base = get_config(cfg.model) if cfg.model else None
+        vlm = load_prismatic_vlm(path, base) if (path / "checkpoints").is_dir() else load_vla(path)
+        config = model_config(cfg, vlm.config, action_dim, proprio_dim, vocab_size)
+        policy = VLAAdapterPolicy(config, vla=vlm)
+    else:
+        base = get_config(cfg.model)
+        base = dataclasses.replace(base, llm=dataclasses.replace(base.llm, vocab_size=max(vocab_size, 8)))
+        policy = build_policy(model_config(cfg, base, action_dim, proprio_dim, None))
+    return policy, weights_fingerprint(policy.vla.state_dict())
+
+
+def sample_config(cfg: FinetuneConfig, model: VLAAdapterConfig, augment: bool) -> SampleConfig:
+    return SampleConfig(
+        image_size=model.image_size,
+        image_views=VIEWS[: cfg.num_images_in_input],
+        use_proprio=cfg.use_proprio,
+        augment=augment,
+        chunk_len=model.chunk_length,
+        num_action_queries=model.num_action_queries,
+        seed=cfg.seed,
+        action_dim=model.action_dim,
+    )
+
+
+class StepBatches(Sampler):
+    """Batches of `batch_size` (sample_id, epoch) keys from an EpochSampler, continuing across epochs.
+
+    A batch may span an epoch boundary, so `sampler.advance(batch_size)` after each consumed batch
+    keeps the saved cursor exact.
+    """
+
+    def __init__(self, sampler: EpochSampler, batch_size: int) -> None:
+        self.sampler, self.batch_size = sampler, batch_size
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        batch: list[tuple[int, int]] = []
+        while True:
+            for key in self.sampler:
+                batch.append(key)
+                if len(batch) == self.batch_size:
+                    yield batch
+                    batch = []
+
+
+def batch_loader(dataset: VLADataset, sampler: EpochSampler, batch_size: int, collate: VLACollator, num_workers: int, seed: int) -> DataLoader:
+    """A DataLoader over `sampler` with its own generator, so creating it draws no global random numbers."""
+    return DataLoader(
+        dataset,
+        batch_sampler=StepBatches(sampler, batch_size),
+        collate_fn=collate,
+        num_workers=num_workers,
+        generator=torch.Generator().manual_seed(seed),
+        persistent_workers=num_workers > 0,
+    )
+
+
+def anchor_spec(cfg: FinetuneConfig, num_layers: int) -> AnchorSpec:
+    """m = L/2 and M = L unless given."""
+    raw = cfg.craft_raw_layer if cfg.craft_raw_layer >= 0 else num_layers // 2
+    aq = cfg.craft_aq_layer if cfg.craft_aq_layer >= 0 else num_layers
+    if max(raw, aq) > num_layers:
+        raise ValueError(f"anchor layers m={raw}, M={aq} exceed the LLM's {num_layers} layers")
+    return AnchorSpec(raw, aq, cfg.craft_pool, cfg.craft_parts)
+
+
+def anchor_fingerprint(spec: AnchorSpec, snapshot_sha256: str, dataset: VLADataset, tokenizer: Any) -> dict[str, Any]:
+    """What an anchor cache must have been built from to serve this run (compared field by field)."""
+    c = dataset.config
+    fingerprint = {
+        "weights_sha256": snapshot_sha256,
+        "raw_layer": spec.raw_layer,
+        "aq_layer": spec.aq_layer,
+        "pool": spec.pool,
+        "parts": spec.parts,
+        "image_size": c.image_size,
+        "image_views": list(c.image_views),
+        "image_normalization": dataclasses.asdict(dataset.normalization),
+        "center_crop_area": c.center_crop_area,
+        "num_action_queries": c.num_action_queries,
+        "system_prompt": c.system_prompt,
+        "tokenizer": f"{type(tokenizer).__name__}:{tokenizer.vocab_size}",
+        "datasets": {name: statistics_sha256(dataset.statistics[name]) for name in dataset.dataset_names},
+        "num_samples": int(len(dataset)),
+    }
+    return json.loads(json.dumps(fingerprint))  # the form it has after a round trip through meta.json
+
+
+def open_anchor_cache(cfg: FinetuneConfig, fingerprint: dict[str, Any]) -> AnchorCache:
+    """The run's anchor cache, checksums verified, fingerprint matched (a cache of a subset is fine)."""
+    cache = AnchorCache(cfg.craft_cache_path, verify_checksums=True)
+    cache.check_fingerprint(fingerprint, ignore=("num_samples",))
+    return cache
+
+
+def anchor_ids(cache: AnchorCache, dataset: VLADataset) -> np.ndarray:
+    """The cache's sample ids, all of which must be samples of the run's dataset."""
+    ids = np.asarray(cache.sample_ids, dtype=np.int64)
+    unknown = np.setdiff1d(ids, dataset.sample_ids)
+    if len(unknown):
+        raise CacheError(f"{cache.root}: {len(unknown)} cached ids are not samples of this run's data (e.g. {unknown[:3].tolist()})")
+    return ids
+
+
+def statistics_sha256(stats: DatasetStatistics) -> str:
+    return hashlib.sha256(json.dumps(stats.to_json(), sort_keys=True).encode()).hexdigest()
