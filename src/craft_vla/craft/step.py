@@ -93,6 +93,7 @@ class CraftStep:
 
     After `finish`, each parameter's `.grad` holds g~_act + λ·g_ret, ready for `optimizer.step()`.
     `group` is the data-parallel group over which the retention loss is averaged (default: world).
+    `project=False` skips the conflict projection (the ablation "fixed or dual-weighted penalty only").
     """
 
     def __init__(
@@ -101,10 +102,12 @@ class CraftStep:
         dual: DualVariable,
         delta: float = 1e-12,
         group: dist.ProcessGroup | None = None,
+        project: bool = True,
     ) -> None:
         self.params = [p for p in params if p.requires_grad]
         self.dual = dual
         self.delta = delta
+        self.project = project
         self.group = group
         self.num_steps = 0
         self.num_conflicts = 0
@@ -127,7 +130,7 @@ class CraftStep:
         g_act, self._g_act = self._g_act, None
         g_ret = [p.grad for p in self.params]
         dot, ret_sq, act_sq = gradient_inner_products(g_act, g_ret)
-        coef = conflict_coefficient(dot, ret_sq, self.delta)
+        coef = conflict_coefficient(dot, ret_sq, self.delta) if self.project else torch.zeros_like(dot)
         losses = torch.stack([torch.as_tensor(x, dtype=torch.float32, device=dot.device) for x in (l_ret, l_act)])
         losses = mean_over_ranks(losses, self.group)
         cos = dot / (act_sq.sqrt() * ret_sq.sqrt()).clamp_min(1e-30)

@@ -42,6 +42,7 @@ class FinetuneConfig:
 
     # LoRA
     use_lora: bool = True
+    freeze_vlm: bool = False  # train only the policy head and proprio projector (ablation)
     lora_rank: int = 32
     lora_dropout: float = 0.0
 
@@ -74,6 +75,8 @@ class FinetuneConfig:
     craft_epsilon_mode: str = "relative"  # relative: ε × the cache's feature spread S; absolute
     craft_dual_lr: float = 1.0
     craft_lambda_max: float | None = None
+    craft_lambda_init: float = 0.0  # with --craft_dual_lr 0: a fixed-weight retention penalty
+    craft_projection: bool = True  # False: no conflict-aware projection (ablation)
     craft_delta: float = 1e-12
     craft_cache_path: str = ""
     craft_anchor_source: str = "cache"  # cache | online (LoRA only: the snapshot is the model with adapters off)
@@ -94,6 +97,8 @@ class FinetuneConfig:
         if self.batch_size < 1 or self.grad_accumulation_steps < 1:
             raise ValueError("--batch_size and --grad_accumulation_steps must be >= 1")
         if self.use_craft:
+            if self.freeze_vlm:
+                raise ValueError("--freeze_vlm True leaves nothing for CRaFT to constrain: use --use_craft False with it")
             if self.craft_epsilon_mode not in ("relative", "absolute"):
                 raise ValueError(f"--craft_epsilon_mode must be relative or absolute, got {self.craft_epsilon_mode!r}")
             if self.craft_anchor_source not in ("cache", "online"):

@@ -102,7 +102,9 @@ def build_run(cfg: FinetuneConfig) -> Run:
     policy, snapshot_sha256 = setup.build_model(cfg, action_dims.pop(), proprio_dim, tokenizer.vocab_size)
     model_cfg = policy.config
     dataset = VLADataset(readers, tokenizer, setup.sample_config(cfg, model_cfg, cfg.image_aug), statistics=statistics)
-    if cfg.use_lora:
+    if cfg.freeze_vlm:
+        policy.vla.requires_grad_(False)
+    elif cfg.use_lora:
         policy = apply_lora(policy, cfg.lora_rank, cfg.lora_dropout)
     policy.to(env.device)
     model = wrap_model(policy, cfg.distributed, env, [m for m in policy.modules() if type(m).__name__ in SHARD_UNITS])
@@ -152,8 +154,8 @@ def setup_craft(run: Run, policy, tokenizer, collate: VLACollator, autocast) -> 
     loader = setup.batch_loader(anchor_data, sampler, cfg.anchor_batch_size, collate, cfg.num_workers, cfg.seed + 1)
     run.anchor_sampler = sampler
     run.anchor_batches = anchor_stream(loader, cache, snapshot, env.device)
-    dual = DualVariable(epsilon, cfg.craft_dual_lr, max_value=cfg.craft_lambda_max)
-    run.state.craft = CraftStep(run.state.trainable, dual, delta=cfg.craft_delta)
+    dual = DualVariable(epsilon, cfg.craft_dual_lr, init=cfg.craft_lambda_init, max_value=cfg.craft_lambda_max)
+    run.state.craft = CraftStep(run.state.trainable, dual, delta=cfg.craft_delta, project=cfg.craft_projection)
     run.state.anchor_spec = spec
 
 
