@@ -1,0 +1,197 @@
+"""Image preprocessing for VLA-Adapter: resize, augmentation, 6-channel DINOv2/SigLIP normalisation.
+
+Per image: resize to the model's size (PIL bicubic, antialiased, as prismatic's "resize-naive"),
+then optionally the training augmentation of VLA-Adapter's RLDS pipeline (random crop of 90 %
+area with aspect 1 resized back, brightness +-0.2 additive, contrast and saturation x[0.8, 1.2],
+hue +-0.05, each clipped to [0, 1]; TF semantics: contrast about the per-channel mean, saturation
+scaled in HSV) or the inference centre crop of the same area, then normalisation twice: ImageNet
+mean/std for DINOv2 and 0.5/0.5 for SigLIP -> (6, H, W). Several images are concatenated on the
+channel axis -> (6·I, H, W). Augmentation parameters are drawn from (seed, sample_id, epoch), so
+a run is reproducible whatever the worker that decodes a sample.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchvision.transforms.v2.functional as TF
+from PIL import Image
+
+Triple = tuple[float, float, float]
+_RESAMPLE = {"bicubic": Image.BICUBIC, "lanczos": Image.LANCZOS, "bilinear": Image.BILINEAR}
+
+
+@dataclass(frozen=True)
+class ImageNormalization:
+    """Mean/std of the two vision towers (DINOv2 first, SigLIP second)."""
+
+    dino_mean: Triple = (0.485, 0.456, 0.406)
+    dino_std: Triple = (0.229, 0.224, 0.225)
+    siglip_mean: Triple = (0.5, 0.5, 0.5)
+    siglip_std: Triple = (0.5, 0.5, 0.5)
+
+    @classmethod
+    def from_processor_config(cls, path: str | Path) -> ImageNormalization:
+        """The constants of a released checkpoint's preprocessor_config.json (a file or its directory).
+
+        Uses `tvf_normalize_params` (the constants the processor applies, bf16-rounded in the
+        VLA-Adapter release) and falls back to `means`/`stds`.
+        """
+        path = Path(path)
+        if path.is_dir():
+            path = path / "preprocessor_config.json"
+        config = json.loads(path.read_text())
+        if "tvf_normalize_params" in config:
+            params = config["tvf_normalize_params"]
+            means, stds = [p["mean"] for p in params], [p["std"] for p in params]
+        elif "means" in config and "stds" in config:
+            means, stds = config["means"], config["stds"]
+        else:
+            raise ValueError(f"{path}: expected 'tvf_normalize_params' or 'means'/'stds', found keys {sorted(config)}")
+        if len(means) != 2:
+            raise ValueError(f"{path}: expected constants for 2 vision towers (DINOv2, SigLIP), found {len(means)}")
+        return cls(tuple(means[0]), tuple(stds[0]), tuple(means[1]), tuple(stds[1]))
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """VLA-Adapter's training augmentation (spec section 6)."""
+
+    crop_area: float = 0.9
+    crop_aspect: float = 1.0
+    brightness: float = 0.2
+    contrast: tuple[float, float] = (0.8, 1.2)
+    saturation: tuple[float, float] = (0.8, 1.2)
+    hue: float = 0.05
+
+
+@dataclass(frozen=True)
+class AugmentParams:
+    """One draw of the augmentation; `crop_box` is (top, left, bottom, right) in [0, 1] image units."""
+
+    crop_box: tuple[float, float, float, float]
+    brightness_delta: float
+    contrast_factor: float
+    saturation_factor: float
+    hue_delta: float
+
+
+def sample_augment_params(seed: int, sample_id: int, epoch: int, config: AugmentConfig = AugmentConfig()) -> AugmentParams:
+    """Deterministic augmentation parameters for one sample in one epoch (shared by its images)."""
+    rng = np.random.default_rng([int(seed), int(sample_id), int(epoch)])
+    height = min(1.0, math.sqrt(config.crop_area / config.crop_aspect))
+    width = min(1.0, math.sqrt(config.crop_area * config.crop_aspect))
+    top, left = rng.uniform(0, 1 - height), rng.uniform(0, 1 - width)
+    return AugmentParams(
+        crop_box=(top, left, top + height, left + width),
+        brightness_delta=rng.uniform(-config.brightness, config.brightness),
+        contrast_factor=rng.uniform(*config.contrast),
+        saturation_factor=rng.uniform(*config.saturation),
+        hue_delta=rng.uniform(-config.hue, config.hue),
+    )
+
+
+def center_crop_box(area: float = 0.9) -> tuple[float, float, float, float]:
+    """The centred square box keeping `area` of the image, (top, left, bottom, right) in [0, 1]."""
+    side = math.sqrt(area)
+    margin = (1 - side) / 2
+    return (margin, margin, margin + side, margin + side)
+
+
+def resize_image(image: np.ndarray, size: int, method: str = "bicubic") -> np.ndarray:
+    """uint8 (H, W, 3) -> uint8 (size, size, 3) with PIL (antialiased); unchanged if already that size.
+
+    "bicubic" is prismatic's resize-naive; "lanczos" approximates the TF lanczos3 resize of
+    VLA-Adapter's RLDS pipeline and LIBERO evaluation utilities.
+    """
+    if image.shape[:2] == (size, size):
+        return image
+    return np.asarray(Image.fromarray(image).resize((size, size), _RESAMPLE[method]))
+
+
+def crop_and_resize(image: torch.Tensor, box: Sequence[float]) -> torch.Tensor:
+    """Bilinear crop of `box` (top, left, bottom, right in [0, 1]) resized back to the input size.
+
+    image (C, H, W) float -> (C, H, W); samples like TF's `crop_and_resize` (corner-aligned grid).
+    """
+    _, height, width = image.shape
+    top, left, bottom, right = box
+    ys = torch.linspace(top, bottom, height, dtype=torch.float32) * 2 - 1
+    xs = torch.linspace(left, right, width, dtype=torch.float32) * 2 - 1
+    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)[None]
+    return F.grid_sample(image[None], grid, mode="bilinear", align_corners=True)[0]
+
+
+def _rgb_to_hsv(image: torch.Tensor) -> torch.Tensor:
+    r, g, b = image.unbind(0)
+    value, _ = image.max(0)
+    chroma = value - image.min(0).values
+    saturation = torch.where(value > 0, chroma / value.clamp_min(1e-12), torch.zeros_like(value))
+    safe = chroma.clamp_min(1e-12)
+    hue = torch.where(value == r, ((g - b) / safe) % 6, torch.where(value == g, (b - r) / safe + 2, (r - g) / safe + 4))
+    hue = torch.where(chroma > 0, hue / 6, torch.zeros_like(hue))
+    return torch.stack([hue, saturation, value])
+
+
+def _hsv_to_rgb(image: torch.Tensor) -> torch.Tensor:
+    hue, saturation, value = image.unbind(0)
+    k = (torch.tensor([5.0, 3.0, 1.0])[:, None, None] + hue * 6) % 6
+    return value - value * saturation * torch.clamp(torch.minimum(k, 4 - k), 0, 1)
+
+
+def adjust_saturation_hsv(image: torch.Tensor, factor: float) -> torch.Tensor:
+    """Scale the HSV saturation by `factor` (TF semantics); image (3, H, W) in [0, 1]."""
+    hsv = _rgb_to_hsv(image)
+    hsv[1] = (hsv[1] * factor).clamp(0, 1)
+    return _hsv_to_rgb(hsv)
+
+
+def augment_image(image: torch.Tensor, params: AugmentParams) -> torch.Tensor:
+    """Apply crop, brightness, contrast, saturation, hue in that order; (3, H, W) in [0, 1] -> same."""
+    image = crop_and_resize(image, params.crop_box).clamp(0, 1)
+    image = (image + params.brightness_delta).clamp(0, 1)
+    mean = image.mean(dim=(1, 2), keepdim=True)
+    image = ((image - mean) * params.contrast_factor + mean).clamp(0, 1)
+    image = adjust_saturation_hsv(image, params.saturation_factor).clamp(0, 1)
+    return TF.adjust_hue(image, params.hue_delta).clamp(0, 1)
+
+
+def normalize_dual(image: torch.Tensor, norm: ImageNormalization) -> torch.Tensor:
+    """(3, H, W) in [0, 1] -> (6, H, W): DINOv2-normalised channels, then SigLIP-normalised channels."""
+    return torch.cat([
+        TF.normalize(image, list(norm.dino_mean), list(norm.dino_std)),
+        TF.normalize(image, list(norm.siglip_mean), list(norm.siglip_std)),
+    ])
+
+
+def build_pixel_values(
+    images: Sequence[np.ndarray],
+    image_size: int,
+    norm: ImageNormalization = ImageNormalization(),
+    augment: AugmentParams | None = None,
+    center_crop_area: float | None = None,
+    resize_method: str = "bicubic",
+) -> torch.Tensor:
+    """uint8 images [(H, W, 3)] * I -> float32 (6·I, image_size, image_size) model input.
+
+    `augment` applies training augmentation; `center_crop_area` the inference centre crop
+    (use the same area as training's random crop). Augmented images are re-quantised to uint8
+    levels, as the original pipeline hands uint8 images to the processor.
+    """
+    planes = []
+    for image in images:
+        resized = resize_image(np.asarray(image), image_size, resize_method)
+        pixels = torch.from_numpy(np.array(resized)).permute(2, 0, 1).float() / 255
+        if augment is not None:
+            pixels = torch.round(augment_image(pixels, augment) * 255) / 255
+        elif center_crop_area is not None:
+            pixels = torch.round(crop_and_resize(pixels, center_crop_box(center_crop_area)).clamp(0, 1) * 255) / 255
+        planes.append(normalize_dual(pixels, norm))
+    return torch.cat(planes)
