@@ -10,7 +10,7 @@ COMMANDS = {
     "finetune": ("craft_vla.cli.finetune", "fine-tune a VLA-Adapter model, with --use_craft True for CRaFT"),
     "build-cache": ("craft_vla.cli.build_cache", "build the offline anchor cache from the frozen snapshot"),
     "cache": ("craft_vla.cli.cache", "inspect or verify an anchor cache: cache info|verify PATH"),
-    "data": ("craft_vla.cli.data", "inspect a dataset or generate the embedded suite: data inspect|generate"),
+    "data": ("craft_vla.cli.data_command", "inspect a dataset or generate the embedded suite: data inspect|generate"),
     "eval": ("craft_vla.cli.eval", "closed-loop evaluation: eval libero|compare"),
     "plot": ("craft_vla.cli.plot", "plot λ and L_ret vs ε from a run directory"),
 }

@@ -1,0 +1,81 @@
+"""Evaluate one fine-tuned demo run: action error, closed-loop success, retention of the VLM's knowledge."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from craft_vla.data.collate import VLACollator
+from craft_vla.data.dataset import VLADataset
+from craft_vla.data.normalize import load_dataset_statistics
+from craft_vla.data.rlds import RLDSReader, resolve_dataset_dir
+from craft_vla.models import VLAAdapterPolicy
+from craft_vla.models.checkpoint import load_policy_checkpoint
+from craft_vla.models.inference import Observation, predict_actions
+from craft_vla.models.lora import apply_lora
+from craft_vla.sim.evaluate import Evaluator
+from craft_vla.training import setup
+from craft_vla.training.config import FinetuneConfig
+
+
+def load_finetuned(cfg: FinetuneConfig, run_dir: Path) -> tuple[VLAAdapterPolicy, Any, Any]:
+    """The policy of a finished run (its last checkpoint), its tokenizer and its dataset statistics."""
+    readers = setup.open_readers(cfg)
+    tokenizer = setup.load_tokenizer(cfg, readers)
+    statistics = load_dataset_statistics(run_dir / "dataset_statistics.json")
+    stats = statistics[setup.dataset_names(cfg)[0]]
+    torch.manual_seed(cfg.seed)
+    policy, _ = setup.build_model(cfg, stats.action.dim, stats.proprio.dim if stats.proprio else None, tokenizer.vocab_size)
+    if cfg.use_lora and not cfg.freeze_vlm:
+        apply_lora(policy, cfg.lora_rank, cfg.lora_dropout)
+    load_policy_checkpoint(policy, run_dir / f"step-{cfg.max_steps:06d}", cfg.max_steps)
+    return policy.eval(), tokenizer, statistics
+
+
+@torch.no_grad()
+def action_l1(policy: VLAAdapterPolicy, cfg: FinetuneConfig, tokenizer, statistics, data_root: Path, name: str, batch_size: int = 64) -> dict[str, float]:
+    """L1 of the normalised action chunks on a held-out demonstration set, and of predicting the mean chunk."""
+    reader = RLDSReader(resolve_dataset_dir(data_root, name))
+    train_stats = statistics[setup.dataset_names(cfg)[0]]
+    sample = dataclasses.replace(setup.sample_config(cfg, policy.config, augment=False))
+    dataset = VLADataset([reader], tokenizer, sample, statistics={name: train_stats})
+    collate = VLACollator(tokenizer.pad_token_id)
+    errors, targets = [], []
+    for start in range(0, len(dataset), batch_size):
+        batch = collate([dataset[int(i)] for i in dataset.sample_ids[start : start + batch_size]])
+        predicted = policy(batch).actions.float()
+        errors.append((predicted - batch["actions"]).abs().mean(dim=(1, 2)))
+        targets.append(batch["actions"])
+    targets = torch.cat(targets)
+    mean_chunk = targets.mean(dim=0, keepdim=True)
+    return {
+        "action_l1": float(torch.cat(errors).mean()),
+        "mean_prediction_l1": float((targets - mean_chunk).abs().mean()),
+    }
+
+
+def chunk_policy(policy: VLAAdapterPolicy, tokenizer, stats):
+    """The suite's closed-loop interface on top of `predict_actions` (same preprocessing as training)."""
+
+    def act(batch: dict) -> np.ndarray:
+        observations = [
+            Observation([batch["image"][i], batch["wrist_image"][i]], batch["instruction"][i], batch["state"][i])
+            for i in range(len(batch["instruction"]))
+        ]
+        return predict_actions(policy, observations, tokenizer, stats)
+
+    return act
+
+
+def closed_loop(policy: VLAAdapterPolicy, tokenizer, stats, image_size: int, episodes_per_task: int, splits: tuple[str, ...], num_envs: int = 32) -> dict[str, Any]:
+    """Success rate per split (training tasks on training-like scenes, and held-out variants)."""
+    act = chunk_policy(policy, tokenizer, stats)
+    results = {}
+    for split in splits:
+        result = Evaluator(image_size, split, num_envs).run(act, episodes_per_task=episodes_per_task, progress=False)
+        results[split] = {"success_rate": result.success_rate(), "per_task": result.per_task()}
+    return results

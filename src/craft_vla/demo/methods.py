@@ -1,0 +1,37 @@
+"""The fine-tuning methods the demo compares, as overrides of one `FinetuneConfig`.
+
+Every method sees the same data, steps, batch size and learning-rate schedule; they differ only in
+what is trained and what constrains it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+METHODS: dict[str, dict[str, Any]] = {
+    "sft_lora": {"use_lora": True},
+    "sft_full": {"use_lora": False},
+    "frozen_vlm": {"use_lora": False, "freeze_vlm": True},
+    "fixed_penalty": {"use_lora": False, "use_craft": True, "craft_projection": False, "craft_dual_lr": 0.0},
+    "projection_only": {"use_lora": False, "use_craft": True, "craft_dual_lr": 0.0, "craft_lambda_init": 0.0},
+    "craft": {"use_lora": False, "use_craft": True},
+}
+
+DESCRIPTIONS = {
+    "sft_lora": "plain fine-tuning, LoRA on the VLM (VLA-Adapter's recipe)",
+    "sft_full": "plain fine-tuning of every weight",
+    "frozen_vlm": "VLM frozen, only the policy head and proprio projector trained",
+    "fixed_penalty": "L_act + w·L_ret with a fixed weight w, no projection",
+    "projection_only": "conflict-aware projection, λ held at 0",
+    "craft": "CRaFT: projection + dual ascent on λ with budget ε",
+}
+
+
+def method_overrides(method: str, fixed_penalty_weight: float) -> dict[str, Any]:
+    """The FinetuneConfig fields that define `method`."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {sorted(METHODS)}")
+    overrides = dict(METHODS[method])
+    if method == "fixed_penalty":
+        overrides["craft_lambda_init"] = fixed_penalty_weight
+    return overrides

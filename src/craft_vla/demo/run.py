@@ -1,0 +1,203 @@
+"""`craft-vla demo`: measure representation collapse under plain fine-tuning and its prevention by CRaFT.
+
+Stages (each cached under `cache_dir`, keyed by its settings, so a second run reuses them):
+1. demonstrations of the embedded tabletop suite (RLDS), a validation set, perception question sets;
+2. the snapshot: a tiny VLA-Adapter VLM pretrained on perception questions (Prismatic run-dir format);
+3. the anchor cache of that snapshot over the demonstrations (`build-cache`);
+4. fine-tuning of every method × seed through the trainer (`finetune`), two processes at a time;
+5. evaluation of each run: action L1, closed-loop success (training and held-out variants),
+   perception-question accuracy through the LM head, a linear probe, per-layer drift;
+6. the report: report.md (table, mean ± std over seeds), plots, every run's config and logs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from craft_vla.demo.methods import method_overrides
+
+DEMO_VERSION = "1"
+DATASET = "tabletop"
+VAL_DATASET = "tabletop_val"
+
+
+@dataclass
+class DemoConfig:
+    """Everything the demo does; `quick` picks a smaller budget for CI."""
+
+    out_dir: Path = Path("demo_report")
+    cache_dir: Path = Path(os.environ.get("CRAFT_VLA_CACHE", Path.home() / ".cache" / "craft_vla")) / "demo"
+    quick: bool = False
+    seeds: tuple[int, ...] = (0, 1, 2)
+    methods: tuple[str, ...] = ("sft_lora", "sft_full", "frozen_vlm", "fixed_penalty", "projection_only", "craft")
+    image_size: int = 64
+    episodes_per_task: int = 40
+    val_episodes_per_task: int = 4
+    eval_episodes_per_task: int = 8
+    eval_splits: tuple[str, ...] = ("train", "heldout")
+    steps: int = 600
+    batch_size: int = 16
+    learning_rate: float = 1e-3
+    lr_warmup_steps: int = 50
+    lora_rank: int = 16
+    epsilon: float = 0.05  # relative to the snapshot features' spread S (see --epsilon_mode)
+    epsilon_mode: str = "relative"
+    dual_lr: float = 0.0  # 0: chosen from ε (see `dual_lr_for`)
+    fixed_penalty_weight: float = 1.0
+    raw_layer: int = -1
+    aq_layer: int = -1
+    parts: str = "both"
+    pool: str = "mean"
+    anchor_batch_size: int = 0
+    workers: int = 2
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def quick_preset(cls, **overrides: Any) -> DemoConfig:
+        base = dict(quick=True, seeds=(0,), episodes_per_task=10, val_episodes_per_task=2, eval_episodes_per_task=2,
+                    steps=60, methods=("sft_full", "craft"), lr_warmup_steps=10)
+        return cls(**{**base, **overrides})
+
+
+def settings_hash(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def cached_dir(root: Path, key: str, build) -> Path:
+    """`root/key`, built by `build(tmp_dir)` into a temporary directory and renamed when complete."""
+    final = root / key
+    if final.exists():
+        return final
+    tmp = root / f".{key}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    build(tmp)
+    os.replace(tmp, final)
+    return final
+
+
+def generate_data(cfg: DemoConfig) -> Path:
+    """Training and validation demonstrations in one RLDS root."""
+    from craft_vla.sim.demonstrations import write_demonstrations
+
+    key = "data-" + settings_hash(DEMO_VERSION, cfg.image_size, cfg.episodes_per_task, cfg.val_episodes_per_task)
+
+    def build(tmp: Path) -> None:
+        for name, n, seed in ((DATASET, cfg.episodes_per_task, 0), (VAL_DATASET, cfg.val_episodes_per_task, 500_000)):
+            report = write_demonstrations(tmp, n, cfg.image_size, seed=seed, workers=cfg.workers, name=name)
+            print(report.summary())
+
+    return cached_dir(cfg.cache_dir, key, build)
+
+
+def base_finetune_config(cfg: DemoConfig, data_root: Path, snapshot: Path, run_root: Path, cache_path: Path):
+    from craft_vla.demo.model import DEMO_PRESET
+    from craft_vla.training.config import FinetuneConfig
+
+    return FinetuneConfig(
+        model=DEMO_PRESET,
+        vlm_path=str(snapshot),
+        data_root_dir=data_root,
+        dataset_name=DATASET,
+        run_root_dir=run_root,
+        image_aug=False,
+        batch_size=cfg.batch_size,
+        learning_rate=cfg.learning_rate,
+        lr_warmup_steps=cfg.lr_warmup_steps,
+        num_steps_before_decay=int(cfg.steps * 0.8),
+        max_steps=cfg.steps,
+        save_freq=cfg.steps,
+        save_latest_checkpoint_only=True,
+        lora_rank=cfg.lora_rank,
+        craft_raw_layer=cfg.raw_layer,
+        craft_aq_layer=cfg.aq_layer,
+        craft_pool=cfg.pool,
+        craft_parts=cfg.parts,
+        craft_epsilon=cfg.epsilon,
+        craft_epsilon_mode=cfg.epsilon_mode,
+        craft_dual_lr=cfg.dual_lr or 1.0,
+        craft_cache_path=str(cache_path),
+        craft_anchor_batch_size=cfg.anchor_batch_size,
+    )
+
+
+def job_config(cfg: DemoConfig, base, method: str, seed: int):
+    return dataclasses.replace(
+        base, seed=seed, run_id_override=f"{method}-seed{seed}", **method_overrides(method, cfg.fixed_penalty_weight)
+    )
+
+
+def run_job(args: tuple) -> dict[str, Any]:
+    """Fine-tune one (method, seed) and evaluate it; runs in a worker process with one thread."""
+    import torch
+
+    torch.set_num_threads(1)
+    from craft_vla.demo.evaluate import action_l1, closed_loop, load_finetuned
+    from craft_vla.demo.retention import retention_report
+    from craft_vla.training.finetune import finetune
+
+    cfg, ft_cfg, method, seed, perception_paths = args
+    start = time.perf_counter()
+    run_dir = finetune(ft_cfg)
+    train_seconds = time.perf_counter() - start
+    policy, tokenizer, statistics = load_finetuned(ft_cfg, run_dir)
+    stats = statistics[DATASET]
+    result: dict[str, Any] = {"method": method, "seed": seed, "run_dir": str(run_dir), "train_seconds": train_seconds}
+    result.update(action_l1(policy, ft_cfg, tokenizer, statistics, ft_cfg.data_root_dir, VAL_DATASET))
+    result["closed_loop"] = closed_loop(policy, tokenizer, stats, cfg.image_size, cfg.eval_episodes_per_task, cfg.eval_splits)
+    result["retention"] = retention_report(policy, ft_cfg, tokenizer, perception_paths)
+    result["eval_seconds"] = time.perf_counter() - start - train_seconds
+    (run_dir / "result.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def run_demo(cfg: DemoConfig) -> Path:
+    """Every stage; returns the report directory."""
+    import torch
+
+    from craft_vla.demo.pretrain import perception_sets, pretrained_snapshot
+    from craft_vla.demo.report import write_report
+    from craft_vla.training.build_cache import build_cache
+
+    torch.set_num_threads(max(1, cfg.workers))
+    start = time.perf_counter()
+    timings: dict[str, float] = {}
+    data_root = generate_data(cfg)
+    timings["data"] = time.perf_counter() - start
+    snapshot = pretrained_snapshot(quick=cfg.quick, cache_dir=cfg.cache_dir)
+    perception_paths = perception_sets(cfg.cache_dir, quick=cfg.quick)
+    timings["pretraining"] = time.perf_counter() - start - sum(timings.values())
+    out_dir = Path(cfg.out_dir)
+    run_root = out_dir / "runs"
+    base = base_finetune_config(cfg, data_root, snapshot, run_root, Path())
+    cache_key = "anchors-" + settings_hash(DEMO_VERSION, str(snapshot), str(data_root), cfg.raw_layer, cfg.aq_layer, cfg.parts, cfg.pool)
+    cache_path = cfg.cache_dir / cache_key
+    base = dataclasses.replace(base, craft_cache_path=str(cache_path))
+    if not (cache_path / "meta.json").exists():
+        build_cache(dataclasses.replace(base, use_craft=True))
+    if not cfg.dual_lr:
+        spread = json.loads((cache_path / "meta.json").read_text())["spread"]
+        epsilon = cfg.epsilon * spread["all"] if cfg.epsilon_mode == "relative" else cfg.epsilon
+        base = dataclasses.replace(base, craft_dual_lr=0.1 / epsilon)  # λ grows by 0.1 a step while L_ret = 2ε
+    timings["anchor_cache"] = time.perf_counter() - start - sum(timings.values())
+    jobs = [(cfg, job_config(cfg, base, m, s), m, s, perception_paths) for s in cfg.seeds for m in cfg.methods]
+    print(f"fine-tuning {len(jobs)} runs ({len(cfg.methods)} methods × {len(cfg.seeds)} seeds), {cfg.workers} at a time")
+    if cfg.workers > 1:
+        with mp.get_context("spawn").Pool(cfg.workers) as pool:
+            results = list(pool.imap(run_job, jobs))
+    else:
+        results = [run_job(job) for job in jobs]
+    timings["finetune_and_eval"] = time.perf_counter() - start - sum(timings.values())
+    timings["total"] = time.perf_counter() - start
+    report = write_report(out_dir, cfg, results, timings, snapshot)
+    print(f"\nreport: {report}\nwall time {timings['total']:.0f} s")
+    return out_dir
