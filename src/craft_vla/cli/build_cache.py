@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import sys
 
-import draccus
-
-from craft_vla.training.config import FinetuneConfig
+from craft_vla.cli.finetune import parse_config
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = draccus.parse(config_class=FinetuneConfig, args=sys.argv[1:] if argv is None else argv)
     from craft_vla.training.build_cache import build_cache
 
-    build_cache(cfg)
+    build_cache(parse_config(argv))
     return 0
 
 

@@ -13,8 +13,13 @@ import draccus
 from craft_vla.training.config import FinetuneConfig
 
 
+def parse_config(argv: list[str] | None) -> FinetuneConfig:
+    """The fine-tuning flags (draccus), from `argv` or the command line."""
+    return draccus.parse(config_class=FinetuneConfig, args=sys.argv[1:] if argv is None else argv)
+
+
 def main(argv: list[str] | None = None) -> int:
-    cfg = draccus.parse(config_class=FinetuneConfig, args=sys.argv[1:] if argv is None else argv)
+    cfg = parse_config(argv)
     from craft_vla.training.finetune import finetune
 
     finetune(cfg)

@@ -56,14 +56,27 @@ def markdown_table(table: dict[str, dict[str, tuple[float, float]]], snapshot_ro
     return "\n".join(lines)
 
 
-def plot_dynamics(out: Path, results: list[dict[str, Any]]) -> Path | None:
-    """λ and L_ret / ε over training for every run that used the retention constraint."""
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _pyplot().close(fig)
+    return path
+
+
+def plot_dynamics(out: Path, results: list[dict[str, Any]]) -> Path | None:
+    """λ and L_ret / ε over training for every run that used the retention constraint."""
     from craft_vla.training.metrics import read_metrics
+
+    plt = _pyplot()
 
     runs = [r for r in results if r["method"] in ("craft", "projection_only", "fixed_penalty")]
     if not runs:
@@ -82,20 +95,12 @@ def plot_dynamics(out: Path, results: list[dict[str, Any]]) -> Path | None:
     for ax in axes:
         ax.set_xlabel("step")
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = out / "craft_dynamics.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, out / "craft_dynamics.png")
 
 
 def plot_drift(out: Path, results: list[dict[str, Any]], methods: tuple[str, ...]) -> Path | None:
     """Per-layer CKA of the fine-tuned bridge features with the snapshot's, per method (mean over seeds)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
     drawn = False
     for method in methods:
@@ -116,20 +121,12 @@ def plot_drift(out: Path, results: list[dict[str, Any]], methods: tuple[str, ...
     for ax in axes:
         ax.set_xlabel("LLM layer")
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = out / "drift_per_layer.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, out / "drift_per_layer.png")
 
 
 def plot_tradeoff(out: Path, results: list[dict[str, Any]], methods: tuple[str, ...]) -> Path:
     """Success on held-out variants against QA accuracy on questions the task does not need."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for method in methods:
         rows = [r for r in results if r["method"] == method]
@@ -139,11 +136,7 @@ def plot_tradeoff(out: Path, results: list[dict[str, Any]], methods: tuple[str, 
     ax.set_xlabel("QA accuracy, questions the task does not need")
     ax.set_ylabel("closed-loop success, held-out variants")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = out / "success_vs_retention.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, out / "success_vs_retention.png")
 
 
 def write_report(out: Path, cfg, results: list[dict[str, Any]], timings: dict[str, float], snapshot: Path) -> Path:
