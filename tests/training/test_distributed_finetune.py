@@ -9,7 +9,6 @@ import dataclasses
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import time
 import draccus
 import pytest
 import torch
+from helpers import torchrun
 from safetensors.torch import load_file
 
 from craft_vla.training.build_cache import build_cache
@@ -24,31 +24,6 @@ from craft_vla.training.config import FinetuneConfig
 from craft_vla.training.finetune import finetune
 
 STEPS = 5
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def cli_args(cfg: FinetuneConfig) -> list[str]:
-    """The config as `--flag value` arguments (what a user would type)."""
-    args = []
-    for f in dataclasses.fields(cfg):
-        value = getattr(cfg, f.name)
-        if value is None:
-            continue
-        args += [f"--{f.name}", str(value)]
-    return args
-
-
-def torchrun(cfg: FinetuneConfig, nproc: int = 2, timeout: int = 300) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), "--master-port", str(free_port()),
-           "-m", "craft_vla.cli.finetune", *cli_args(cfg)]
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,14 @@ from craft_vla.cli.finetune import parse_config
 
 
 def main(argv: list[str] | None = None) -> int:
+    from craft_vla.craft.cache import CacheError
     from craft_vla.training.build_cache import build_cache
 
-    build_cache(parse_config(argv))
+    try:
+        build_cache(parse_config(argv))
+    except CacheError as err:  # a directory left by another build: say so without a traceback
+        print(f"craft-vla build-cache: {err}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1,11 +1,13 @@
 """The offline anchor cache: the frozen snapshot's features f~ per sample id, fingerprinted.
 
 A directory:
+    build.json                         what the shards are computed for (fingerprint, sample ids, shard size)
     meta.json                          format version, fingerprint, feature spread S, shard list
     shard-00000-of-00002.safetensors   "sample_ids" int64 (N,), "features" (N, F)
 
-Shards are written to a temporary name and renamed when complete, so an interrupted build resumes
-by skipping complete shards; `meta.json` is written last. The reader memory-maps the shards.
+`build.json` is written first, shards are written to a temporary name and renamed when complete, so
+an interrupted build resumes by skipping complete shards (only if `build.json` matches: the shards
+of another build are never reused); `meta.json` is written last. The reader memory-maps the shards.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from safetensors.torch import save_file
 
 FORMAT_VERSION = 1
 META = "meta.json"
+BUILD = "build.json"
 _NUMPY_DTYPES = {"F32": np.float32, "F16": np.float16, "I64": np.int64}
 
 
@@ -60,6 +63,51 @@ def write_shard(path: Path, sample_ids: torch.Tensor, features: torch.Tensor) ->
     tmp = path.with_name(path.name + ".tmp")
     save_file({"sample_ids": sample_ids.to(torch.int64).contiguous(), "features": features.contiguous()}, str(tmp))
     os.replace(tmp, path)
+
+
+def build_plan(fingerprint: Mapping[str, Any], sample_ids: Iterable[int], shard_size: int) -> dict[str, Any]:
+    """What a build computes: the fingerprint, the ordered sample ids (hashed) and the shard size.
+
+    Shard j holds ids[j·shard_size : (j+1)·shard_size], so two builds may share shards only if all three agree.
+    """
+    ids = np.asarray(list(sample_ids), dtype=np.int64)
+    plan = {
+        "format_version": FORMAT_VERSION,
+        "fingerprint": dict(fingerprint),
+        "num_samples": int(len(ids)),
+        "sample_ids_sha256": hashlib.sha256(ids.tobytes()).hexdigest(),
+        "shard_size": int(shard_size),
+    }
+    return json.loads(json.dumps(plan))  # the form it has after a round trip through build.json
+
+
+def start_build(root: Path, plan: Mapping[str, Any], write: bool) -> None:
+    """Claim `root` for the build `plan`, or refuse if its shards were computed for another build.
+
+    A directory with `build.json` resumes only if the plans are equal; one with shards or `meta.json`
+    but no `build.json` is of unknown origin and refused. With `write` (one rank), record the plan.
+    """
+    root = Path(root)
+    path = root / BUILD
+    if path.exists():
+        found = json.loads(path.read_text())
+        differ = compare_fingerprints(found.get("fingerprint", {}), plan["fingerprint"])
+        differ += [m for m in compare_fingerprints(found, plan) if m.field != "fingerprint"]
+        if differ:
+            lines = "\n".join(f"  {m.field}: directory has {m.cache!r}, this build has {m.run!r}" for m in differ)
+            raise CacheError(
+                f"{root} holds the shards of another build:\n{lines}\n"
+                "Build into a new --craft_cache_path, or delete this directory to rebuild it."
+            )
+        return
+    leftovers = sorted(p.name for p in root.glob("shard-*.safetensors")) + ([META] if (root / META).exists() else [])
+    if leftovers:
+        raise CacheError(
+            f"{root} holds {leftovers[:3]}... but no {BUILD}: they may come from another build and cannot be resumed. "
+            "Build into a new --craft_cache_path, or delete this directory."
+        )
+    if write:
+        _atomic_write_bytes(path, json.dumps(dict(plan), indent=2, sort_keys=True).encode())
 
 
 def _memmap_safetensors(path: Path) -> dict[str, np.ndarray]:

@@ -2,15 +2,18 @@
 
 Shard j of the build holds the samples `ids[j·S : (j+1)·S]` (S = `shard_size`) and is computed by
 rank j mod world_size, so a 1-rank and an N-rank build write the same shards. A shard that already
-exists is skipped: an interrupted build resumes where it stopped.
+exists is skipped: an interrupted build resumes where it stopped. `build.json`, written before any
+shard, records the fingerprint, sample ids and shard size; a directory left by another build is refused.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +22,14 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from craft_vla.craft import AnchorSpec
-from craft_vla.craft.cache import AnchorCache, finalize_cache, shard_name, write_shard
+from craft_vla.craft.cache import (
+    AnchorCache,
+    build_plan,
+    finalize_cache,
+    shard_name,
+    start_build,
+    write_shard,
+)
 from craft_vla.training.distributed import DistEnv, barrier
 
 
@@ -34,15 +44,32 @@ def weights_fingerprint(state_dict: Mapping[str, Tensor]) -> str:
 
 
 @torch.no_grad()
-def compute_features(model: nn.Module, batch: Mapping[str, Tensor], spec: AnchorSpec, device: torch.device) -> Tensor:
-    """The anchor features (B, F) of one collated batch, float32 on the CPU."""
+def compute_features(
+    model: nn.Module, batch: Mapping[str, Tensor], spec: AnchorSpec, device: torch.device, autocast=contextlib.nullcontext
+) -> Tensor:
+    """The anchor features (B, F) of one collated batch, float32 on the CPU, under the training run's autocast."""
     batch = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
-    return model(batch, anchor_spec=spec).float().cpu()
+    with autocast():
+        return model(batch, anchor_spec=spec).float().cpu()
+
+
+def prefetched(load: Callable[[Sequence[int]], Mapping[str, Tensor]], chunks: Sequence[Sequence[int]]) -> Iterator[Mapping[str, Tensor]]:
+    """`load(chunk)` for each chunk in order, the next one loading in a thread while the caller computes.
+
+    Decoding and collating overlap the forward (one process; worker processes: a DataLoader instead).
+    """
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(load, chunks[0]) if chunks else None
+        for k in range(len(chunks)):
+            batch = pending.result()
+            if k + 1 < len(chunks):
+                pending = pool.submit(load, chunks[k + 1])
+            yield batch
 
 
 def build_anchor_cache(
     model: nn.Module,
-    load_batch: Callable[[Sequence[int]], Mapping[str, Tensor]],
+    load_batches: Callable[[list[list[int]]], Iterable[Mapping[str, Tensor]]],
     sample_ids: Sequence[int],
     spec: AnchorSpec,
     out_dir: Path,
@@ -52,29 +79,35 @@ def build_anchor_cache(
     batch_size: int = 32,
     shard_size: int = 4096,
     extra_meta: Mapping[str, Any] | None = None,
+    autocast=contextlib.nullcontext,
 ) -> AnchorCache | None:
     """Write the cache for `sample_ids` into `out_dir`; returns it on rank 0 (None elsewhere).
 
-    `load_batch(ids)` returns the collated, un-augmented model inputs of those samples.
+    `load_batches(chunks)` yields, in order, the collated un-augmented model inputs of each chunk of ids
+    (e.g. `prefetched(load_one_batch, chunks)`, or a DataLoader with `batch_sampler=chunks`).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    start_build(out_dir, build_plan(fingerprint, sample_ids, shard_size), write=env.is_main)
+    barrier()  # no rank writes a shard before build.json exists
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
     num_shards = max(1, math.ceil(len(sample_ids) / shard_size))
     mine = [j for j in range(num_shards) if j % env.world_size == env.rank]
-    todo = [j for j in mine if not (out_dir / shard_name(j, num_shards)).exists()]
-    total = sum(len(sample_ids[j * shard_size : (j + 1) * shard_size]) for j in todo)
+    todo = {j: list(sample_ids[j * shard_size : (j + 1) * shard_size]) for j in mine}
+    todo = {j: ids for j, ids in todo.items() if not (out_dir / shard_name(j, num_shards)).exists()}
+    chunks = [ids[k : k + batch_size] for ids in todo.values() for k in range(0, len(ids), batch_size)]
+    batches = iter(load_batches(chunks))
+    total = sum(len(ids) for ids in todo.values())
     start = time.perf_counter()
     with tqdm(total=total, desc=f"anchor cache (rank {env.rank})", unit="sample", disable=not env.is_main and total == 0) as bar:
-        for j in todo:
-            ids = list(sample_ids[j * shard_size : (j + 1) * shard_size])
+        for j, ids in todo.items():
             features = []
-            for k in range(0, len(ids), batch_size):
-                features.append(compute_features(model, load_batch(ids[k : k + batch_size]), spec, env.device))
-                bar.update(len(ids[k : k + batch_size]))
-                bar.set_postfix(samples_per_s=f"{bar.n / max(time.perf_counter() - start, 1e-9):.1f}")
+            for _ in range(math.ceil(len(ids) / batch_size)):
+                features.append(compute_features(model, next(batches), spec, env.device, autocast))
+                bar.update(len(features[-1]))
+                bar.set_postfix(samples_per_s=f"{bar.n / max(time.perf_counter() - start, 1e-9):.1f}", refresh=False)
             write_shard(out_dir / shard_name(j, num_shards), torch.tensor(ids, dtype=torch.int64), torch.cat(features))
     barrier()
     if not env.is_main:

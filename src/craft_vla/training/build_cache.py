@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 
 from craft_vla.craft.cache import AnchorCache
 from craft_vla.data.collate import VLACollator
@@ -20,7 +21,7 @@ from craft_vla.data.dataset import VLADataset
 from craft_vla.data.statistics import compute_dataset_statistics
 from craft_vla.data.transforms import infer_dataset_kind
 from craft_vla.training import setup
-from craft_vla.training.anchor_cache import build_anchor_cache
+from craft_vla.training.anchor_cache import build_anchor_cache, prefetched
 from craft_vla.training.config import FinetuneConfig
 from craft_vla.training.distributed import init_distributed
 
@@ -49,18 +50,26 @@ def build_cache(cfg: FinetuneConfig) -> AnchorCache | None:
     part_dims = {"raw": hidden * (tokens or policy.config.num_patches), "aq": hidden * (tokens or policy.config.num_action_queries)}
     part_dims = {k: v for k, v in part_dims.items() if spec.parts in ("both", k)}
     start = time.perf_counter()
+
+    def load_batches(chunks: list[list[int]]):
+        """The collated batches of these chunks of ids: `--num_workers` loader processes, or a prefetch thread."""
+        if cfg.num_workers == 0:
+            return prefetched(lambda batch_ids: collate([dataset[int(i)] for i in batch_ids]), chunks)
+        return DataLoader(dataset, batch_sampler=chunks, collate_fn=collate, num_workers=cfg.num_workers)
+
     cache = build_anchor_cache(
         policy,
-        lambda batch_ids: collate([dataset[int(i)] for i in batch_ids]),
+        load_batches,
         ids.tolist(),
         spec,
         Path(cfg.craft_cache_path),
-        setup.anchor_fingerprint(spec, snapshot_sha256, dataset, tokenizer),
+        setup.anchor_fingerprint(spec, snapshot_sha256, dataset, tokenizer, "bf16" if setup.uses_bf16(cfg, env.device) else "fp32"),
         part_dims,
         env,
         batch_size=cfg.batch_size,
         shard_size=cfg.craft_cache_shard_size,
         extra_meta={"command": " ".join(shlex.quote(a) for a in sys.argv)},
+        autocast=setup.autocast_for(cfg, env.device),
     )
     if cache is not None:
         print(

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import time
@@ -64,13 +63,6 @@ def run_name(cfg: FinetuneConfig) -> str:
     return name + (f"--{cfg.run_id_note}" if cfg.run_id_note else "")
 
 
-def autocast_for(cfg: FinetuneConfig, env: DistEnv):
-    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and env.device.type == "cuda")
-    if not bf16:
-        return contextlib.nullcontext
-    return lambda: torch.autocast(env.device.type, dtype=torch.bfloat16)
-
-
 def to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
@@ -114,7 +106,7 @@ def build_run(cfg: FinetuneConfig) -> Run:
     else:
         optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_then_decay(cfg.lr_warmup_steps, cfg.num_steps_before_decay))
-    autocast = autocast_for(cfg, env)
+    autocast = setup.autocast_for(cfg, env.device)
     state = TrainState(model, optimizer, scheduler, max_grad_norm=cfg.max_grad_norm, autocast=autocast, trainable=trainable)
     collate = VLACollator(pad_token_id=tokenizer.pad_token_id)
     sampler = EpochSampler(dataset.sample_ids, seed=cfg.seed, rank=env.rank, world_size=env.world_size)
@@ -138,7 +130,8 @@ def setup_craft(run: Run, policy, tokenizer, collate: VLACollator, autocast) -> 
     anchor_data = VLADataset(run.dataset.readers, tokenizer, setup.sample_config(cfg, policy.config, augment=False), statistics=run.dataset.statistics)
     cache, snapshot, epsilon = None, None, cfg.craft_epsilon
     if cfg.craft_anchor_source == "cache":
-        cache = setup.open_anchor_cache(cfg, setup.anchor_fingerprint(spec, run.snapshot_sha256, anchor_data, tokenizer))
+        precision = "bf16" if setup.uses_bf16(cfg, env.device) else "fp32"
+        cache = setup.open_anchor_cache(cfg, setup.anchor_fingerprint(spec, run.snapshot_sha256, anchor_data, tokenizer, precision))
         ids = setup.anchor_ids(cache, anchor_data)
         if cfg.craft_epsilon_mode == "relative":
             epsilon = cfg.craft_epsilon * cache.spread[{"both": "all"}.get(spec.parts, spec.parts)]

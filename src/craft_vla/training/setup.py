@@ -6,6 +6,7 @@ anchor set for CRaFT. The loop in `finetune.py` only wires these together.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -153,11 +154,24 @@ def anchor_spec(cfg: FinetuneConfig, num_layers: int) -> AnchorSpec:
     return AnchorSpec(raw, aq, cfg.craft_pool, cfg.craft_parts)
 
 
-def anchor_fingerprint(spec: AnchorSpec, snapshot_sha256: str, dataset: VLADataset, tokenizer: Any) -> dict[str, Any]:
+def uses_bf16(cfg: FinetuneConfig, device: torch.device) -> bool:
+    """bf16 autocast on CUDA unless `--precision fp32`; float32 on CPU unless `--precision bf16`."""
+    return cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+
+
+def autocast_for(cfg: FinetuneConfig, device: torch.device):
+    """A context-manager factory for the run's precision (the anchor cache is built under the same one)."""
+    if not uses_bf16(cfg, device):
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def anchor_fingerprint(spec: AnchorSpec, snapshot_sha256: str, dataset: VLADataset, tokenizer: Any, precision: str = "fp32") -> dict[str, Any]:
     """What an anchor cache must have been built from to serve this run (compared field by field)."""
     c = dataset.config
     fingerprint = {
         "weights_sha256": snapshot_sha256,
+        "precision": precision,
         "raw_layer": spec.raw_layer,
         "aq_layer": spec.aq_layer,
         "pool": spec.pool,

@@ -1,0 +1,35 @@
+"""Shared by the subprocess tests of the trainer: a config as command-line flags, a torchrun launch."""
+
+import dataclasses
+import os
+import socket
+import subprocess
+import sys
+
+from craft_vla.training.config import FinetuneConfig
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cli_args(cfg: FinetuneConfig) -> list[str]:
+    """The config as `--flag value` arguments (what a user would type)."""
+    args = []
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if value is None:
+            continue
+        args += [f"--{f.name}", str(value)]
+    return args
+
+
+def torchrun(cfg: FinetuneConfig, module: str = "craft_vla.cli.finetune", nproc: int = 2, timeout: int = 300) -> None:
+    """`torchrun --nproc-per-node nproc -m module <cfg as flags>` on gloo, one thread per process; asserts success."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), "--master-port", str(free_port()),
+           "-m", module, *cli_args(cfg)]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
