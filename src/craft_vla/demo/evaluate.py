@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -79,3 +80,52 @@ def closed_loop(policy: VLAAdapterPolicy, tokenizer, stats, image_size: int, epi
         result = Evaluator(image_size, split, num_envs).run(act, episodes_per_task=episodes_per_task, progress=False)
         results[split] = {"success_rate": result.success_rate(), "per_task": result.per_task()}
     return results
+
+
+@functools.lru_cache(maxsize=2)
+def retention_sets(image_size: int, scenes: int) -> tuple[Any, Any]:
+    """Held-out perception scenes for the probe's fit and for every retention measurement (fixed streams)."""
+    from craft_vla.sim import make_perception_set
+
+    fit = make_perception_set(scenes, 1, seed=0, name="retention-fit", image_size=image_size)
+    test = make_perception_set(scenes // 2, 8, seed=0, name="retention-test", image_size=image_size)
+    return fit, test
+
+
+@functools.lru_cache(maxsize=1)
+def snapshot_policy(snapshot_dir: str, action_dim: int, proprio_dim: int) -> VLAAdapterPolicy:
+    """The frozen snapshot as a policy (its VLM; the head is unused by the drift measurements)."""
+    from craft_vla.demo.pretrain import load_snapshot
+
+    vlm, _ = load_snapshot(snapshot_dir)
+    config = dataclasses.replace(vlm.config, action_dim=action_dim, proprio_dim=proprio_dim)
+    return VLAAdapterPolicy(config, vla=vlm).eval()
+
+
+@torch.no_grad()
+def retention_report(policy: VLAAdapterPolicy, cfg: FinetuneConfig, tokenizer, snapshot_dir: Path, scenes: int = 400) -> dict[str, Any]:
+    """QA accuracy through the LM head, a linear probe on the anchor features, drift per layer and of the anchors."""
+    from craft_vla.craft import retention_loss
+    from craft_vla.demo.retention import (
+        anchor_features_of,
+        feature_drift,
+        linear_probe,
+        probe_batches,
+        qa_accuracy,
+    )
+
+    config = policy.config
+    fit, test = retention_sets(config.image_size, scenes)
+    snapshot = snapshot_policy(str(snapshot_dir), config.action_dim, config.proprio_dim)
+    qa = qa_accuracy(policy, test, tokenizer)
+    probe = linear_probe(policy, fit, test, tokenizer)
+    spec = setup.anchor_spec(cfg, config.llm.num_hidden_layers)
+    batches = list(probe_batches(test, tokenizer, config.num_action_queries, config.image_size))
+    anchor_drift = retention_loss(anchor_features_of(policy, batches, spec), anchor_features_of(snapshot, batches, spec))
+    return {
+        "qa": qa,
+        "probe_accuracy": probe["accuracy"],
+        "probe": probe,
+        "anchor_drift": float(anchor_drift),
+        "drift_per_layer": feature_drift(snapshot, policy, batches),
+    }

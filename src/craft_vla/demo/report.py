@@ -19,7 +19,7 @@ COLUMNS = (
     ("success train", lambda r: r["closed_loop"]["train"]["success_rate"]),
     ("success held-out", lambda r: r["closed_loop"]["heldout"]["success_rate"]),
     ("QA task-relevant", lambda r: r["retention"]["qa"]["task_relevant"]),
-    ("QA not needed by task", lambda r: r["retention"]["qa"]["not_task_relevant"]),
+    ("QA not needed by task", lambda r: r["retention"]["qa"]["task_irrelevant"]),
     ("probe acc", lambda r: r["retention"]["probe_accuracy"]),
     ("drift L_ret", lambda r: r["retention"]["anchor_drift"]),
 )
@@ -108,10 +108,9 @@ def plot_drift(out: Path, results: list[dict[str, Any]], methods: tuple[str, ...
         rows = [row for row in rows if row]
         if not rows:
             continue
-        layers = sorted(int(k) for k in rows[0])
         for ax, key in zip(axes, ("raw_cka", "aq_cka")):
-            values = np.mean([[row[str(layer)][key] for layer in layers] for row in rows], axis=0)
-            ax.plot(layers, values, marker="o", label=method)
+            values = np.mean([row[key] for row in rows], axis=0)
+            ax.plot(range(len(values)), values, marker="o", label=method)
         drawn = True
     if not drawn:
         plt.close(fig)
@@ -139,11 +138,13 @@ def plot_tradeoff(out: Path, results: list[dict[str, Any]], methods: tuple[str, 
     return _save(fig, out / "success_vs_retention.png")
 
 
-def write_report(out: Path, cfg, results: list[dict[str, Any]], timings: dict[str, float], snapshot: Path) -> Path:
+def write_report(out: Path, cfg, results: list[dict[str, Any]], timings: dict[str, float], snapshot: Path,
+                 snapshot_retention: dict[str, Any]) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     table = summarise(results, cfg.methods)
-    snapshot_metrics = json.loads((snapshot / "pretrain_metrics.json").read_text()) if (snapshot / "pretrain_metrics.json").exists() else {}
-    snapshot_row = snapshot_metrics.get("report_row")
+    snapshot_metrics = json.loads((snapshot / "pretrain_metrics.json").read_text())
+    snapshot_metrics["retention"] = snapshot_retention
+    snapshot_row = {name: _get({"retention": snapshot_retention}, getter) for name, getter in COLUMNS[3:]}
     plots = [p for p in (plot_dynamics(out, results), plot_drift(out, results, cfg.methods), plot_tradeoff(out, results, cfg.methods)) if p]
     (out / "results.json").write_text(json.dumps({"config": dataclasses.asdict(cfg), "timings": timings, "results": results,
                                                    "summary": table, "snapshot": snapshot_metrics}, indent=2, default=str))

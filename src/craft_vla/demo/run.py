@@ -25,7 +25,7 @@ from typing import Any
 
 from craft_vla.demo.methods import method_overrides
 
-DEMO_VERSION = "1"
+DEMO_VERSION = "2"  # bump when a change invalidates cached data or anchor caches
 DATASET = "tabletop"
 VAL_DATASET = "tabletop_val"
 
@@ -42,9 +42,9 @@ class DemoConfig:
     image_size: int = 64
     episodes_per_task: int = 40
     val_episodes_per_task: int = 4
-    eval_episodes_per_task: int = 8
+    eval_episodes_per_task: int = 5
     eval_splits: tuple[str, ...] = ("train", "heldout")
-    steps: int = 600
+    steps: int = 400
     batch_size: int = 16
     learning_rate: float = 1e-3
     lr_warmup_steps: int = 50
@@ -59,6 +59,7 @@ class DemoConfig:
     pool: str = "mean"
     anchor_batch_size: int = 0
     workers: int = 2
+    retention_scenes: int = 400
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -141,11 +142,10 @@ def run_job(args: tuple) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(1)
-    from craft_vla.demo.evaluate import action_l1, closed_loop, load_finetuned
-    from craft_vla.demo.retention import retention_report
+    from craft_vla.demo.evaluate import action_l1, closed_loop, load_finetuned, retention_report
     from craft_vla.training.finetune import finetune
 
-    cfg, ft_cfg, method, seed, perception_paths = args
+    cfg, ft_cfg, method, seed, snapshot = args
     start = time.perf_counter()
     run_dir = finetune(ft_cfg)
     train_seconds = time.perf_counter() - start
@@ -154,17 +154,28 @@ def run_job(args: tuple) -> dict[str, Any]:
     result: dict[str, Any] = {"method": method, "seed": seed, "run_dir": str(run_dir), "train_seconds": train_seconds}
     result.update(action_l1(policy, ft_cfg, tokenizer, statistics, ft_cfg.data_root_dir, VAL_DATASET))
     result["closed_loop"] = closed_loop(policy, tokenizer, stats, cfg.image_size, cfg.eval_episodes_per_task, cfg.eval_splits)
-    result["retention"] = retention_report(policy, ft_cfg, tokenizer, perception_paths)
+    result["retention"] = retention_report(policy, ft_cfg, tokenizer, snapshot, cfg.retention_scenes)
     result["eval_seconds"] = time.perf_counter() - start - train_seconds
     (run_dir / "result.json").write_text(json.dumps(result, indent=2))
     return result
+
+
+def snapshot_retention(cfg: DemoConfig, base, snapshot: Path) -> dict[str, Any]:
+    """The snapshot's own retention measurements, on the same held-out scenes as every fine-tuned run."""
+    from craft_vla.data.tokenizers import WordTokenizer
+    from craft_vla.demo.evaluate import retention_report, snapshot_policy
+    from craft_vla.sim import ACTION_DIM, STATE_DIM
+
+    tokenizer = WordTokenizer.load(snapshot / "word_tokenizer.json")
+    policy = snapshot_policy(str(snapshot), ACTION_DIM, STATE_DIM)
+    return retention_report(policy, base, tokenizer, snapshot, cfg.retention_scenes)
 
 
 def run_demo(cfg: DemoConfig) -> Path:
     """Every stage; returns the report directory."""
     import torch
 
-    from craft_vla.demo.pretrain import perception_sets, pretrained_snapshot
+    from craft_vla.demo.pretrain import PretrainConfig, pretrained_snapshot, quick_pretrain_config
     from craft_vla.demo.report import write_report
     from craft_vla.training.build_cache import build_cache
 
@@ -173,8 +184,7 @@ def run_demo(cfg: DemoConfig) -> Path:
     timings: dict[str, float] = {}
     data_root = generate_data(cfg)
     timings["data"] = time.perf_counter() - start
-    snapshot = pretrained_snapshot(quick=cfg.quick, cache_dir=cfg.cache_dir)
-    perception_paths = perception_sets(cfg.cache_dir, quick=cfg.quick)
+    snapshot = pretrained_snapshot(quick_pretrain_config() if cfg.quick else PretrainConfig(), cfg.cache_dir)
     timings["pretraining"] = time.perf_counter() - start - sum(timings.values())
     out_dir = Path(cfg.out_dir)
     run_root = out_dir / "runs"
@@ -189,7 +199,8 @@ def run_demo(cfg: DemoConfig) -> Path:
         epsilon = cfg.epsilon * spread["all"] if cfg.epsilon_mode == "relative" else cfg.epsilon
         base = dataclasses.replace(base, craft_dual_lr=0.1 / epsilon)  # λ grows by 0.1 a step while L_ret = 2ε
     timings["anchor_cache"] = time.perf_counter() - start - sum(timings.values())
-    jobs = [(cfg, job_config(cfg, base, m, s), m, s, perception_paths) for s in cfg.seeds for m in cfg.methods]
+    snapshot_row = snapshot_retention(cfg, base, snapshot)
+    jobs = [(cfg, job_config(cfg, base, m, s), m, s, snapshot) for s in cfg.seeds for m in cfg.methods]
     print(f"fine-tuning {len(jobs)} runs ({len(cfg.methods)} methods × {len(cfg.seeds)} seeds), {cfg.workers} at a time")
     if cfg.workers > 1:
         with mp.get_context("spawn").Pool(cfg.workers) as pool:
@@ -198,6 +209,6 @@ def run_demo(cfg: DemoConfig) -> Path:
         results = [run_job(job) for job in jobs]
     timings["finetune_and_eval"] = time.perf_counter() - start - sum(timings.values())
     timings["total"] = time.perf_counter() - start
-    report = write_report(out_dir, cfg, results, timings, snapshot)
+    report = write_report(out_dir, cfg, results, timings, snapshot, snapshot_row)
     print(f"\nreport: {report}\nwall time {timings['total']:.0f} s")
     return out_dir

@@ -132,11 +132,27 @@ def _tiny() -> VLAAdapterConfig:
     )
 
 
-PRESETS = {"vla-adapter-qwen25-0.5b": _qwen25_05b, "tiny": _tiny}
+def _craft_demo() -> VLAAdapterConfig:
+    """The embedded demo's model (`craft_vla.demo`): 64 px third-person + wrist images cut into 4 × 4 patches
+    (one per grid cell of the suite), a 128-wide 4-layer Qwen2 over a word vocabulary, the suite's 3-D actions
+    and 4-D proprio."""
+    tiny = _tiny()
+    return replace(
+        tiny,
+        featurizer=replace(tiny.featurizer, embed_dim=64, patch_size=16),
+        fused_featurizer=replace(tiny.fused_featurizer, embed_dim=64, patch_size=16),
+        llm=replace(tiny.llm, hidden_size=128, intermediate_size=384, vocab_size=256),
+        image_size=64,
+        action_dim=3,
+        proprio_dim=4,
+    )
+
+
+PRESETS = {"vla-adapter-qwen25-0.5b": _qwen25_05b, "tiny": _tiny, "craft-demo": _craft_demo}
 
 
 def get_config(name: str, **overrides: Any) -> VLAAdapterConfig:
-    """The preset `name` ("vla-adapter-qwen25-0.5b" or "tiny") with top-level fields replaced by `overrides`."""
+    """The preset `name` ("vla-adapter-qwen25-0.5b", "tiny" or "craft-demo") with top-level fields replaced by `overrides`."""
     if name not in PRESETS:
         raise ValueError(f"unknown model preset {name!r}; choose one of {sorted(PRESETS)}")
     return replace(PRESETS[name](), **overrides)

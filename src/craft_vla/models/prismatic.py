@@ -4,7 +4,7 @@
     checkpoints/latest-checkpoint.pt {"model": {"projector": {...}, "llm_backbone": {...}, "vision_backbone": {...}}}
 
 Keys, prefixed by their part, are renamed to the HF-format names; the action queries are not stored
-(they start at zero).
+(they start at zero). `save_prismatic_vlm` writes such a directory (the demo's pretrained snapshot).
 """
 
 from __future__ import annotations
@@ -19,8 +19,15 @@ from torch import Tensor
 
 from craft_vla.models.checkpoint import ARCH_SPECIFIER, VISION_BACKBONE_ID
 from craft_vla.models.config import VLAAdapterConfig, get_config
-from craft_vla.models.policy import build_policy
-from craft_vla.models.state_dicts import CheckpointMismatchError, load_strict, materialize, read_tensors
+from craft_vla.models.policy import build_policy, unwrap_vlm
+from craft_vla.models.state_dicts import (
+    CheckpointMismatchError,
+    load_strict,
+    materialize,
+    read_tensors,
+    save_json,
+    tied_duplicates,
+)
 from craft_vla.models.vlm import VLM
 
 PARTS = ("projector", "llm_backbone", "vision_backbone")
@@ -42,6 +49,16 @@ def prismatic_key(key: str) -> str:
             key = new + key[len(old) :]
             break
     return re.sub(r"\.gamma$", ".scale_factor", key)
+
+
+def to_prismatic_key(key: str) -> tuple[str, str]:
+    """Inverse of `prismatic_key`: our key -> (part, key inside the part) in Prismatic's names."""
+    key = re.sub(r"\.scale_factor$", ".gamma", key)
+    for old, new in RENAMES:
+        if key.startswith(new):
+            part, _, inner = (old + key[len(new) :]).partition(".")
+            return part, inner
+    raise CheckpointMismatchError(f"{key!r} belongs to no Prismatic part; expected a key under one of {PARTS}")
 
 
 def find_checkpoint(run_dir: Path) -> Path:
@@ -109,3 +126,35 @@ def load_prismatic_vlm(
     with torch.no_grad():
         vlm.action_queries.weight.zero_()
     return vlm
+
+
+def save_prismatic_vlm(
+    vla: torch.nn.Module, run_dir: str | Path, llm_backbone_id: str, extra_config: Mapping[str, object] | None = None
+) -> Path:
+    """Write `vla` (a VLM, peft-wrapped or not) as a Prismatic run directory; returns the checkpoint path.
+
+    The tied LM head and the action queries are not stored (the format has no place for them);
+    `extra_config` adds top-level entries to config.json (e.g. how the VLM was trained).
+    """
+    vlm = unwrap_vlm(vla)
+    run_dir = Path(run_dir)
+    skipped = tied_duplicates(vlm) | {ACTION_QUERIES}
+    parts: dict[str, dict[str, Tensor]] = {part: {} for part in PARTS}
+    for key, value in vlm.state_dict().items():
+        if key not in skipped:
+            part, inner = to_prismatic_key(key)
+            parts[part][inner] = value.detach().to("cpu").clone()
+    path = run_dir / "checkpoints" / "latest-checkpoint.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save({"model": parts}, tmp)
+    tmp.replace(path)
+    model = {
+        "vision_backbone_id": VISION_BACKBONE_ID,
+        "llm_backbone_id": llm_backbone_id,
+        "arch_specifier": ARCH_SPECIFIER,
+        "image_resize_strategy": "resize-naive",
+        "llm_max_length": vlm.config.llm.max_position_embeddings,
+    }
+    save_json({"model": model, **(extra_config or {})}, run_dir / "config.json")
+    return path
