@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -19,7 +20,9 @@ from craft_vla.demo.pretrain import (
     pretrain,
     pretrain_step,
     pretrained_snapshot,
+    quick_pretrain_config,
     save_snapshot,
+    snapshot_key,
 )
 from craft_vla.demo.qa import (
     IGNORE,
@@ -194,5 +197,15 @@ def test_pretrained_snapshot_is_cached_and_written_atomically(tmp_path, monkeypa
     again = pretrained_snapshot(TINY, tmp_path, progress=False)
     assert first == again and len(calls) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == [first.name]  # no temporary directory left
-    other = pretrained_snapshot(PretrainConfig(**{**TINY.__dict__, "seed": 1}), tmp_path, progress=False)
+    other = pretrained_snapshot(replace(TINY, seed=1), tmp_path, progress=False)
     assert other != first and len(calls) == 2
+    assert snapshot_key(TINY) == snapshot_key(replace(TINY)) != snapshot_key(replace(TINY, learning_rate=1e-4))
+
+
+@pytest.mark.slow
+def test_quick_pretraining_is_well_above_chance():
+    """The `--quick` budget (about a minute on 2 cores): a random model answers 0.3 % (always the same word)."""
+    torch.set_num_threads(2)
+    _, _, metrics = pretrain(quick_pretrain_config(), progress=False)
+    qa = metrics["heldout_qa"]
+    assert qa["overall"] > 0.5 and qa["category/colour_at"] > 0.9 and qa["category/size_at"] > 0.8

@@ -188,3 +188,10 @@ def test_feature_drift_measures_the_change_of_a_perturbed_layer(policy, config, 
             spread = ((before - before.mean(0)) ** 2).sum(1).mean()
             assert drift[f"{part}_relative_l2"][layer] == pytest.approx(float(expected / spread), rel=1e-5)
             assert drift[f"{part}_cka"][layer] == pytest.approx(reference_cka(before, after), rel=1e-5)
+
+
+def test_feature_drift_of_a_fresh_lora_policy_is_zero(policy, config, scenes, tokenizer):
+    batches = list(probe_batches(scenes, tokenizer, config.num_action_queries, config.image_size, batch_size=6))
+    tuned = apply_lora(copy.deepcopy(policy), rank=4)  # B = 0: the adapters start as the identity
+    drift = feature_drift(policy, tuned, batches)
+    assert max(drift["raw_l2"]) == 0.0 and max(drift["aq_l2"]) == 0.0

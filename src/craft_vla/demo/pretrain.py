@@ -1,10 +1,12 @@
 """Pretraining the demo's VLM on the embedded suite's perception questions; the snapshot fine-tuning starts from.
 
 The VLM (vision towers, projector, LLM with its LM head; not the action queries or the policy) learns
-to answer questions through next-token prediction (`qa.py`), plus a side loss used only here: a linear
-head reads each grid cell's occupant (colour, shape, size, material) and the gripper's cell from the
-third-person patch states of LLM layer `side_layer`. DEMO_NOTES found such a dense loss, with the
-question's argument right before the answer, necessary to leave a long plateau at chance.
+to answer questions through next-token prediction (`qa.py`; all questions of a scene packed after its
+image), plus a side loss used only here: each third-person patch state of LLM layer `side_layer` names,
+in the LM's own word embeddings, its cell, the colour, shape, size and material of the object there and
+whether the gripper is there. DEMO_NOTES found such a dense loss, position tags and the question's
+argument right before the answer necessary to leave a long plateau at chance; here the cell word plays
+the position tag, and a larger query/key init (`init_attention`) shortens the plateau further.
 
 The snapshot is a Prismatic VLM run directory (`models.prismatic`) plus `word_tokenizer.json` and
 `pretrain_metrics.json`; the trainer reloads it with `--model craft-demo --vlm_path DIR`.
@@ -50,7 +52,7 @@ from craft_vla.sim.attributes import COLOURS, MATERIALS, SHAPES, SIZES
 from craft_vla.sim.layout import cell_names
 from craft_vla.sim.questions import YES_NO
 
-CODE_VERSION = "demo-pretrain-1"  # bump when a change to this file or qa.py changes the snapshot
+CODE_VERSION = "demo-pretrain-2"  # bump when a change to this file or qa.py changes the snapshot
 TOKENIZER_FILE = "word_tokenizer.json"
 METRICS_FILE = "pretrain_metrics.json"
 
@@ -59,7 +61,7 @@ METRICS_FILE = "pretrain_metrics.json"
 class PretrainConfig:
     """Pretraining settings (the model is the "craft-demo" preset; the defaults are the full demo's budget)."""
 
-    steps: int = 1500
+    steps: int = 3000
     batch_size: int = 16  # scenes per step, each with all its questions packed in one row
     learning_rate: float = 1e-3
     warmup_steps: int = 100
@@ -67,8 +69,7 @@ class PretrainConfig:
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
     side_loss_weight: float = 1.0
-    side_layer: int = 2  # LLM hidden-state index whose patch states the side head reads
-    side_head: str = "words"  # words | linear, see CellHead
+    side_layer: int = 1  # LLM hidden-state index whose patch states the side head reads
     qk_init_std: float = 0.09  # LLM query/key init (Qwen2's 0.02 keeps attention uniform: a long plateau); 0 keeps it
     train_scenes: int = 6000
     questions_per_scene: int = 8
@@ -79,7 +80,7 @@ class PretrainConfig:
 
 def quick_pretrain_config(**overrides: Any) -> PretrainConfig:
     """The `--quick` budget: about a minute on 2 cores, accuracy still well above chance."""
-    return replace(PretrainConfig(steps=400, train_scenes=2000, heldout_scenes=200), **overrides)
+    return replace(PretrainConfig(steps=600, train_scenes=2000, heldout_scenes=200), **overrides)
 
 
 def cell_words(grid: int) -> dict[str, tuple[str, ...]]:
@@ -91,40 +92,36 @@ def cell_words(grid: int) -> dict[str, tuple[str, ...]]:
 
 
 class CellHead(nn.Module):
-    """Per-cell logits of each dense label; exists only during pretraining.
+    """Per-cell logits of each dense label from patch states; exists only during pretraining.
 
-    mode "words": a class's logit is the normalised patch state times the LM's embedding of the word that
-    names it (the LM head is tied to those embeddings), so the patches come to speak the answers' words and a
-    question token finds the patch it names; "empty" has a learned vector. mode "linear": one linear map.
+    A class's logit is the RMS-normalised patch state times the LM's embedding of the word naming it (the
+    LM head is tied to those embeddings), so the patches come to carry the words the answers use and a
+    question token finds the patch it names; the "empty" class of an object attribute has a learned vector.
     """
 
-    def __init__(self, hidden_size: int, word_ids: dict[str, list[int]], mode: str = "words") -> None:
+    def __init__(self, hidden_size: int, word_ids: dict[str, list[int]]) -> None:
         super().__init__()
-        self.word_ids, self.mode = word_ids, mode
-        self.classes = {k: len(ids) + (k in EMPTY_CELL) for k, ids in word_ids.items()}
+        self.word_ids = word_ids
         self.norm = nn.RMSNorm(hidden_size)
         self.empty = nn.Parameter(torch.zeros(len(EMPTY_CELL), hidden_size))
-        self.proj = nn.Linear(hidden_size, sum(self.classes.values())) if mode == "linear" else None
 
     def forward(self, patch_states: Tensor, embeddings: Tensor) -> dict[str, Tensor]:
         """(B, G², D) patch states, (V, D) word embeddings -> {label: (B, G², C)}."""
-        if self.proj is not None:
-            return dict(zip(self.classes, self.proj(patch_states).split(list(self.classes.values()), dim=-1)))
         states = self.norm(patch_states)
         logits = {}
-        for k, ids in self.word_ids.items():
+        for label, ids in self.word_ids.items():
             words = embeddings[ids]
-            if k in EMPTY_CELL:
-                words = torch.cat([words, self.empty[list(EMPTY_CELL).index(k)][None]])
-            logits[k] = states @ words.T
+            if label in EMPTY_CELL:
+                words = torch.cat([words, self.empty[list(EMPTY_CELL).index(label)][None]])
+            logits[label] = states @ words.T
         return logits
 
 
-def cell_head(config: VLAAdapterConfig, tokenizer: WordTokenizer, mode: str = "words") -> CellHead:
+def cell_head(config: VLAAdapterConfig, tokenizer: WordTokenizer) -> CellHead:
     """The side head for the model's grid of third-person patches."""
     grid = config.image_size // config.featurizer.patch_size
     word_ids = {k: [tokenizer.token_id(w) for w in words] for k, words in cell_words(grid).items()}
-    return CellHead(config.hidden_size, word_ids, mode)
+    return CellHead(config.hidden_size, word_ids)
 
 
 def cell_targets(perception: PerceptionSet, scenes: Tensor) -> dict[str, Tensor]:
@@ -142,7 +139,7 @@ def cell_loss(head: CellHead, hidden: Tensor, embeddings: Tensor, perception: Pe
     """
     targets = cell_targets(perception, scenes)
     logits = head(hidden[:, 1 : 1 + targets["cell"].shape[1]].float(), embeddings)
-    losses = [F.cross_entropy(logits[k].flatten(0, 1), targets[k].flatten()) for k in head.classes]
+    losses = [F.cross_entropy(logits[k].flatten(0, 1), targets[k].flatten()) for k in head.word_ids]
     return torch.stack(losses).mean()
 
 
@@ -234,7 +231,7 @@ def pretrain(
     vlm = build_policy(config).vla
     if cfg.qk_init_std > 0:
         init_attention(vlm, cfg.qk_init_std)
-    head = cell_head(config, tokenizer, cfg.side_head)
+    head = cell_head(config, tokenizer)
     vlm.action_queries.requires_grad_(False)  # the QA sequence has no action queries
     optimizer = make_optimizer([vlm, head], cfg)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg))
@@ -283,13 +280,25 @@ def load_snapshot(run_dir: str | Path) -> tuple[VLM, WordTokenizer]:
     return load_prismatic_vlm(run_dir, demo_config(tokenizer)), tokenizer
 
 
+def data_fingerprint(config: VLAAdapterConfig, cfg: PretrainConfig) -> str:
+    """sha256 of a few perception scenes (images, questions, labels): changes when the suite's generator does."""
+    sample = make_perception_set(4, cfg.questions_per_scene, seed=cfg.seed, name="fingerprint", image_size=config.image_size)
+    digest = hashlib.sha256(sample.images.tobytes() + sample.wrist_images.tobytes() + sample.states.tobytes())
+    digest.update(repr(sample.questions).encode())
+    for key in sorted(sample.labels):
+        digest.update(key.encode() + sample.labels[key].tobytes())
+    return digest.hexdigest()
+
+
 def snapshot_key(cfg: PretrainConfig) -> str:
-    """sha256 of what the snapshot depends on: the model config, the tokenizer, the settings, the code version."""
+    """sha256 of what the snapshot depends on: model config, tokenizer, settings, perception data, code version."""
     tokenizer = demo_tokenizer()
+    config = demo_config(tokenizer)
     identity = {
-        "model": config_to_dict(demo_config(tokenizer)),
+        "model": config_to_dict(config),
         "tokens": tokenizer.tokens,
         "pretrain": asdict(cfg),
+        "data": data_fingerprint(config, cfg),
         "code_version": CODE_VERSION,
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()

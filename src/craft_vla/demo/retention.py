@@ -5,8 +5,9 @@
 - `feature_drift`: per LLM layer, the distance and linear CKA between the snapshot's and the model's
   mean-pooled bridge conditions C_R and C_AQ.
 
-Every metric accepts a `VLAAdapterPolicy` (its VLM possibly wrapped by peft LoRA, whose adapters are
-then active) or a bare VLM, runs it in eval mode without gradients, and restores its mode afterwards.
+Every metric takes a `VLAAdapterPolicy` (`qa_accuracy` also a bare VLM) whose VLM may be wrapped by peft
+LoRA (the adapters are then active), runs it in eval mode without gradients, in batches, and restores its
+mode afterwards.
 """
 
 from __future__ import annotations
