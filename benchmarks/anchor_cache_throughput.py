@@ -150,7 +150,8 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=24, help="of 10 steps each")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--models", nargs="+", default=["tiny", SMALL])
-    parser.add_argument("--num_workers", type=int, default=0, help="build-cache loader processes (0: a prefetch thread)")
+    parser.add_argument("--num_workers", type=int, default=0,
+                        help="build-cache loader processes (0: load in the main process; on a GPU with a prefetch thread)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     register_small_preset()

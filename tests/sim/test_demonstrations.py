@@ -112,3 +112,20 @@ def test_generate_refuses_bad_arguments(tmp_path, kwargs, message):
 def test_every_task_is_generated_by_default(tmp_path):
     report = generate(tmp_path, 1, 16, progress=False, split="heldout")
     assert report.episodes == len(TASK_NAMES) and report.path.parent.name == "tabletop_heldout"
+
+
+def test_world_config_reaches_the_generated_episodes(tmp_path):
+    """`config` changes the recorded scenes: one-object worlds give the first frames of single-object resets."""
+    from craft_vla.sim.demonstrations import write_demonstrations
+    from craft_vla.sim.world import WorldConfig
+
+    world = WorldConfig(min_objects=1, max_objects=1)
+    report = write_demonstrations(tmp_path, 2, 32, tasks=("reach",), config=world, name="one", progress=False)
+    first_images = [ep["steps"]["observation"]["image"][0] for ep in RLDSReader(report.path)]
+    single, default = TabletopEnv(32, config=world), TabletopEnv(32)
+    def gap(a: np.ndarray, b: np.ndarray) -> float:  # images are stored as JPEG: compare up to its loss
+        return float(np.abs(a.astype(np.float64) - b).mean())
+
+    for seed, image in enumerate(first_images):
+        ours, suite = gap(image, single.reset("reach", seed)["image"]), gap(image, default.reset("reach", seed)["image"])
+        assert ours < 3.0 and suite > 2 * ours, (ours, suite)

@@ -217,3 +217,23 @@ def test_build_refuses_shards_without_a_build_record(built, tmp_path, capsys):
     assert build_cache_cli.main(cli_args(dataclasses.replace(cfg, craft_cache_path=str(root)))) == 1
     assert f"no {BUILD}" in capsys.readouterr().err
     assert not (root / META).exists() and not (root / BUILD).exists()
+
+
+def test_prefetched_yields_every_chunk_in_order_and_raises_the_loaders_error():
+    """The GPU loading path: `prefetched` equals loading in a loop, and a failing load surfaces."""
+    from craft_vla.training.anchor_cache import prefetched
+
+    chunks = [[0, 1], [2], [3, 4, 5]]
+    loaded = list(prefetched(lambda ids: {"ids": torch.tensor(ids)}, chunks))
+    assert [batch["ids"].tolist() for batch in loaded] == chunks
+    assert list(prefetched(lambda ids: {}, [])) == []
+
+    def broken(ids):
+        if ids == [2]:
+            raise ValueError("corrupt sample 2")
+        return {"ids": torch.tensor(ids)}
+
+    batches = prefetched(broken, chunks)
+    assert next(batches)["ids"].tolist() == [0, 1]
+    with pytest.raises(ValueError, match="corrupt sample 2"):
+        next(batches)

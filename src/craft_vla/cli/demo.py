@@ -18,6 +18,7 @@ import torch
 
 def parse(argv: list[str]) -> argparse.Namespace:
     from craft_vla.demo.methods import METHODS
+    from craft_vla.sim.tasks import TASK_NAMES
 
     parser = argparse.ArgumentParser(prog="craft-vla demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--toy", action="store_true", help="the toy CRaFT problem instead of the testbed")
@@ -26,6 +27,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--cache_dir", type=Path, default=None, help="where data and the snapshot are cached")
     parser.add_argument("--seeds", type=int, nargs="+")
     parser.add_argument("--methods", nargs="+", choices=sorted(METHODS))
+    parser.add_argument("--tasks", nargs="+", choices=TASK_NAMES, help="the suite's tasks fine-tuned on (default: reach pick_up)")
+    parser.add_argument("--objects", type=int, help="objects per fine-tuning scene (default 1; 0: the suite's 3-5)")
     parser.add_argument("--steps", type=int, help="fine-tuning steps per run")
     parser.add_argument("--learning_rate", type=float)
     parser.add_argument("--epsilon", type=float, help="retention budget ε (relative to the feature spread S by default)")
@@ -56,7 +59,7 @@ def main(argv: list[str]) -> int:
 
     fields = {f.name for f in dataclasses.fields(DemoConfig)}
     overrides = {k: v for k, v in vars(args).items() if k in fields and v is not None}
-    for key in ("seeds", "methods"):
+    for key in ("seeds", "methods", "tasks"):
         if key in overrides:
             overrides[key] = tuple(overrides[key])
     cfg = DemoConfig.quick_preset(**overrides) if args.quick else DemoConfig(**overrides)

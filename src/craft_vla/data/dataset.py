@@ -2,10 +2,10 @@
 
 Keys are sample ids (see `ids`), or (sample_id, epoch) pairs as `EpochSampler` yields them (the
 epoch only varies the augmentation). Each sample is decoded on demand, in the DataLoader worker
-that asks for it: the episode's record is read and parsed (and kept for the next steps), only
-that step's images are decoded. Several datasets are mixed by concatenation; the dataset index of
-a sample id is the dataset's position in the name-sorted list, and each dataset keeps its own
-transform ("kind") and statistics.
+that asks for it: the episode's record is read and parsed, and its actions and proprio normalised,
+once for all its steps (both kept for the next steps); only that step's images are decoded.
+Several datasets are mixed by concatenation; the dataset index of a sample id is the dataset's
+position in the name-sorted list, and each dataset keeps its own transform ("kind") and statistics.
 """
 
 from __future__ import annotations
@@ -51,6 +51,19 @@ class SampleConfig:
     action_dim: int | None = None
 
 
+@dataclass(frozen=True)
+class EpisodeTargets:
+    """One episode's per-step inputs other than images, prepared once for all its steps.
+
+    actions (T, A) and proprio (T, P) float32 are BOUNDS_Q99-normalised (elementwise, so a step's
+    rows are bit-identical to normalising that step alone); proprio is None without `use_proprio`.
+    """
+
+    actions: np.ndarray
+    proprio: np.ndarray | None
+    instructions: Sequence[str]
+
+
 class VLADataset(Dataset):
     """Samples {pixel_values (6·I, H, W), input_ids (S,), proprio (P,), actions (T, A), sample_id (),
     instruction str, dataset_name str} keyed by sample id.
@@ -89,6 +102,7 @@ class VLADataset(Dataset):
         if len(set(dims.values())) > 1:
             raise ValueError(f"datasets in one mixture must share action and proprio dims; found {dims}")
         self._prompt_cache: dict[str, torch.Tensor] = {}
+        self._last_episode: tuple[tuple[int, int], EpisodeTargets] | None = None
         ids = [sample_ids_for_episodes(d, reader.episode_lengths) for d, reader in enumerate(self.readers)]
         self.sample_ids = np.concatenate(ids) if ids else np.zeros(0, dtype=np.int64)
 
@@ -130,31 +144,42 @@ class VLADataset(Dataset):
             self._prompt_cache[instruction] = torch.tensor(ids, dtype=torch.int64)
         return self._prompt_cache[instruction]
 
+    def _episode_targets(self, dataset: int, episode: int) -> EpisodeTargets:
+        """The normalised actions, proprio and instructions of one episode; the last episode asked for is kept,
+        as consecutive sample ids (a cache build, an evaluation pass) mostly share it."""
+        if self._last_episode is not None and self._last_episode[0] == (dataset, episode):
+            return self._last_episode[1]
+        reader, kind = self.readers[dataset], self.kinds[dataset]
+        stats, fields = self.statistics[reader.name], reader.step_fields(episode)
+        proprio = normalize_bounds_q99(kind.proprio_fn(fields), stats.proprio) if self.config.use_proprio else None
+        targets = EpisodeTargets(normalize_bounds_q99(kind.action_fn(fields), stats.action), proprio,
+                                 fields[kind.instruction_feature])
+        self._last_episode = ((dataset, episode), targets)
+        return targets
+
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         sample_id, epoch = (int(key[0]), int(key[1])) if isinstance(key, (tuple, list)) else (int(key), 0)
         dataset, episode, step = unpack_sample_id(sample_id)
         if dataset >= len(self.readers):
             raise IndexError(f"sample id {sample_id}: dataset index {dataset} but the mixture has {len(self.readers)}")
-        reader, kind, stats = self.readers[dataset], self.kinds[dataset], self.statistics[self.readers[dataset].name]
-        fields = reader.step_fields(episode)
-        if not 0 <= step < len(fields["action"]):
+        reader, kind = self.readers[dataset], self.kinds[dataset]
+        targets = self._episode_targets(dataset, episode)
+        if not 0 <= step < len(targets.actions):
             raise IndexError(f"sample id {sample_id}: step {step} out of range for episode {episode} of {reader.name}")
-        actions = normalize_bounds_q99(action_chunk(kind.action_fn(fields), step, self.config.chunk_len), stats.action)
         augment = sample_augment_params(self.config.seed, sample_id, epoch, self.config.augment_config) \
             if self.config.augment else None
         images = [reader.step_image(episode, step, kind.image_features[v]) for v in self.config.image_views]
-        instruction = fields[kind.instruction_feature][step]
+        instruction = targets.instructions[step]
         sample = {
             "pixel_values": build_pixel_values(images, self.config.image_size, self.normalization, augment,
                                                None if augment else self.config.center_crop_area,
                                                self.config.resize_method),
             "input_ids": self._prompt_ids(instruction),
-            "actions": torch.from_numpy(actions),
+            "actions": torch.from_numpy(action_chunk(targets.actions, step, self.config.chunk_len)),
             "sample_id": torch.tensor(sample_id, dtype=torch.int64),
             "instruction": instruction,
             "dataset_name": reader.name,
         }
-        if self.config.use_proprio:
-            proprio = kind.proprio_fn(fields)
-            sample["proprio"] = torch.from_numpy(normalize_bounds_q99(proprio[step], stats.proprio))
+        if targets.proprio is not None:
+            sample["proprio"] = torch.from_numpy(targets.proprio[step].copy())  # a copy: samples never alias the cache
         return sample

@@ -12,6 +12,7 @@ a run is reproducible whatever the worker that decodes a sample.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Sequence
@@ -163,12 +164,26 @@ def augment_image(image: torch.Tensor, params: AugmentParams) -> torch.Tensor:
     return TF.adjust_hue(image, params.hue_delta).clamp(0, 1)
 
 
-def normalize_dual(image: torch.Tensor, norm: ImageNormalization) -> torch.Tensor:
-    """(3, H, W) in [0, 1] -> (6, H, W): DINOv2-normalised channels, then SigLIP-normalised channels."""
-    return torch.cat([
-        TF.normalize(image, list(norm.dino_mean), list(norm.dino_std)),
-        TF.normalize(image, list(norm.siglip_mean), list(norm.siglip_std)),
-    ])
+@functools.lru_cache(maxsize=8)
+def _tower_constants(norm: ImageNormalization, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std of both towers in `dtype`, (2, 3, 1, 1), DINOv2 first: the values torchvision's normalize uses.
+
+    Memoised (read-only tensors): a run normalises every sample with the same constants.
+    """
+    mean = torch.tensor([norm.dino_mean, norm.siglip_mean], dtype=dtype)
+    std = torch.tensor([norm.dino_std, norm.siglip_std], dtype=dtype)
+    return mean[:, :, None, None], std[:, :, None, None]
+
+
+def normalize_dual(images: torch.Tensor, norm: ImageNormalization) -> torch.Tensor:
+    """(I, 3, H, W) or (3, H, W) in [0, 1] -> (6·I, H, W): per image, DINOv2-normalised channels, then SigLIP ones.
+
+    One broadcast `(x - mean) / std` in the images' dtype for all images and both towers: elementwise the
+    same arithmetic as torchvision's `normalize`, so the values are bit-identical to normalising each image twice.
+    """
+    mean, std = _tower_constants(norm, images.dtype)
+    images = images.reshape(-1, 1, 3, *images.shape[-2:])  # (I, 1, 3, H, W) against (2, 3, 1, 1)
+    return (images - mean).div_(std).flatten(0, 2)
 
 
 def build_pixel_values(
@@ -185,13 +200,11 @@ def build_pixel_values(
     (use the same area as training's random crop). Augmented images are re-quantised to uint8
     levels, as the original pipeline hands uint8 images to the processor.
     """
-    planes = []
-    for image in images:
-        resized = resize_image(np.asarray(image), image_size, resize_method)
-        pixels = torch.from_numpy(np.array(resized)).permute(2, 0, 1).float() / 255
-        if augment is not None:
-            pixels = torch.round(augment_image(pixels, augment) * 255) / 255
-        elif center_crop_area is not None:
-            pixels = torch.round(crop_and_resize(pixels, center_crop_box(center_crop_area)).clamp(0, 1) * 255) / 255
-        planes.append(normalize_dual(pixels, norm))
-    return torch.cat(planes)
+    resized = np.stack([resize_image(np.asarray(image), image_size, resize_method) for image in images])
+    pixels = torch.from_numpy(resized).permute(0, 3, 1, 2).contiguous().float().div_(255)  # (I, 3, S, S)
+    if augment is not None:
+        pixels = torch.round(torch.stack([augment_image(p, augment) for p in pixels]) * 255) / 255
+    elif center_crop_area is not None:
+        box = center_crop_box(center_crop_area)
+        pixels = torch.round(torch.stack([crop_and_resize(p, box).clamp(0, 1) for p in pixels]) * 255) / 255
+    return normalize_dual(pixels, norm)

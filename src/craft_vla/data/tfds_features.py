@@ -12,12 +12,11 @@ sequence is stacked over the steps and stored flat.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 _PREFIX = "tensorflow_datasets.core.features."
 CLASS_NAMES = {
@@ -56,7 +55,7 @@ class FeatureSpec:
     @property
     def values_per_element(self) -> int:
         """Flat values per step (or per episode outside `steps`); 1 for images and text."""
-        return 1 if self.kind in ("image", "text") else int(np.prod(self.shape, dtype=np.int64))
+        return 1 if self.kind in ("image", "text") else int(math.prod(self.shape))
 
 
 def _dimensions(node: Mapping[str, Any]) -> tuple[int, ...]:

@@ -19,6 +19,7 @@ from craft_vla.models.checkpoint import load_policy_checkpoint
 from craft_vla.models.inference import Observation, predict_actions
 from craft_vla.models.lora import apply_lora
 from craft_vla.sim.evaluate import Evaluator
+from craft_vla.sim.world import WorldConfig
 from craft_vla.training import setup
 from craft_vla.training.config import FinetuneConfig
 
@@ -72,12 +73,23 @@ def chunk_policy(policy: VLAAdapterPolicy, tokenizer, stats):
     return act
 
 
-def closed_loop(policy: VLAAdapterPolicy, tokenizer, stats, image_size: int, episodes_per_task: int, splits: tuple[str, ...], num_envs: int = 32) -> dict[str, Any]:
+def closed_loop(
+    policy: VLAAdapterPolicy,
+    tokenizer,
+    stats,
+    image_size: int,
+    episodes_per_task: int,
+    splits: tuple[str, ...],
+    tasks: tuple[str, ...],
+    world: WorldConfig | None = None,
+    num_envs: int = 32,
+) -> dict[str, Any]:
     """Success rate per split (training tasks on training-like scenes, and held-out variants)."""
     act = chunk_policy(policy, tokenizer, stats)
     results = {}
     for split in splits:
-        result = Evaluator(image_size, split, num_envs).run(act, episodes_per_task=episodes_per_task, progress=False)
+        evaluator = Evaluator(image_size, split, num_envs, config=world)
+        result = evaluator.run(act, tasks, episodes_per_task=episodes_per_task, progress=False)
         results[split] = {"success_rate": result.success_rate(), "per_task": result.per_task()}
     return results
 

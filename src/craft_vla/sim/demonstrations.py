@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from craft_vla.sim.env import DEFAULT_MAX_STEPS, TabletopEnv
 from craft_vla.sim.tasks import TASK_NAMES
-from craft_vla.sim.world import ACTION_DIM
+from craft_vla.sim.world import ACTION_DIM, WorldConfig
 
 DATASET_VERSION = "1.0.0"
 
@@ -93,6 +93,7 @@ class _Job:
     action_noise: float
     max_steps: int
     features: Mapping[str, Any] | None  # serialize in the worker when given
+    config: WorldConfig | None = None
 
 
 _worker_env: TabletopEnv | None = None
@@ -102,7 +103,7 @@ _worker_job: _Job | None = None
 def _init_worker(job: _Job) -> None:
     global _worker_env, _worker_job
     _worker_job = job
-    _worker_env = TabletopEnv(job.image_size, job.split, job.max_steps)
+    _worker_env = TabletopEnv(job.image_size, job.split, job.max_steps, config=job.config)
 
 
 def _run_spec(spec: tuple[str, int]) -> tuple[tuple[str, int], Any, int]:
@@ -127,10 +128,11 @@ def iter_demonstrations(
     max_steps: int = DEFAULT_MAX_STEPS,
     features: Mapping[str, Any] | None = None,
     progress: bool = True,
+    config: WorldConfig | None = None,
 ) -> Iterator[tuple[tuple[str, int], Any, int]]:
     """Yield (spec, episode, num_steps) in the order of `specs`; episode is None for a failed expert,
     an episode dict, or its serialized record when `features` is given. `workers` > 1 uses processes."""
-    job = _Job(split, image_size, action_noise, max_steps, features)
+    job = _Job(split, image_size, action_noise, max_steps, features, config)
     bar = tqdm(total=len(specs), desc=f"demonstrations {split}", unit="ep", disable=not progress)
     if workers <= 1:
         _init_worker(job)
@@ -179,13 +181,17 @@ def write_demonstrations(
     name: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    config: WorldConfig | None = None,
 ) -> GenerationReport:
-    """Generate the demonstrations and write them as `<out_dir>/<name>/1.0.0/` (RLDS, TFDS layout)."""
+    """Generate the demonstrations and write them as `<out_dir>/<name>/1.0.0/` (RLDS, TFDS layout).
+
+    `config` changes the world (e.g. `WorldConfig(min_objects=1, max_objects=1)` for single-object scenes).
+    """
     from craft_vla.data.rlds_writer import RLDSWriter, infer_features
 
     start = time.perf_counter()
     specs = episode_specs(tasks, num_episodes_per_task, seed)
-    probe = record_demonstration(TabletopEnv(image_size, split), *specs[0]) if specs else None
+    probe = record_demonstration(TabletopEnv(image_size, split, config=config), *specs[0]) if specs else None
     if probe is None:
         raise RuntimeError(f"cannot generate: no episodes requested or the expert failed on {specs[:1]}")
     features = infer_features(probe)
@@ -198,7 +204,7 @@ def write_demonstrations(
     failed: list[tuple[str, int]] = []
     try:
         for spec, record, num in iter_demonstrations(
-            specs, split, image_size, workers, action_noise, features=features, progress=progress
+            specs, split, image_size, workers, action_noise, features=features, progress=progress, config=config
         ):
             if record is None:
                 failed.append(spec)
