@@ -154,3 +154,11 @@ def test_success_predicates_on_the_final_states():
                 assert in_region(a, goal.word)
             if task == "push_side":
                 assert not scene.grasped[goal.target]
+
+
+def test_tasks_with_a_reference_object_say_they_need_two_objects():
+    from craft_vla.sim.tasks import make_tasks
+
+    needed = {name: task.objects_needed for name, task in make_tasks().items()}
+    assert {name for name, n in needed.items() if n == 2} == {"stack", "unstack", "place_relation"}
+    assert set(needed.values()) == {1, 2}

@@ -75,6 +75,22 @@ class DemoConfig:
                     steps=60, methods=("sft_full", "craft"), lr_warmup_steps=10)
         return cls(**{**base, **overrides})
 
+    def __post_init__(self) -> None:
+        from craft_vla.sim.tasks import make_tasks
+
+        tasks = make_tasks()
+        unknown = sorted(set(self.tasks) - set(tasks))
+        if unknown or not self.tasks:
+            raise ValueError(f"demo tasks {list(self.tasks)}: unknown {unknown}; choose from {sorted(tasks)}")
+        if self.objects < 0:
+            raise ValueError(f"objects must be >= 0 (0: the suite's 3-5 objects per scene), got {self.objects}")
+        short = [t for t in self.tasks if self.objects and tasks[t].objects_needed > self.objects]
+        if short:
+            raise ValueError(
+                f"tasks {short} need a reference object: use --objects 2 or more (or 0 for the suite's 3-5), "
+                f"not {self.objects}"
+            )
+
     def world(self) -> WorldConfig:
         """The world of the downstream task's demonstrations and closed-loop episodes."""
         if not self.objects:

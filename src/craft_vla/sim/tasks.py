@@ -61,6 +61,7 @@ class Task:
     name: str = ""
     templates: tuple[str, ...] = ()
     heldout_templates: tuple[str, ...] = ()
+    objects_needed: int = 1  # the target, and the reference object where the task has one
 
     def setup(self, scene: Scene, rng: np.random.Generator, config: WorldConfig) -> Goal | None:
         """A goal for `scene` (which it may rearrange), or None if the scene does not suit the task."""
@@ -108,6 +109,7 @@ class PickUp(Task):
 
 class Stack(Task):
     name = "stack"
+    objects_needed = 2
     templates = ("put the {a} on the {b}", "stack the {a} on the {b}", "place the {a} on top of the {b}")
     heldout_templates = ("set the {a} onto the {b}",)
 
@@ -120,6 +122,7 @@ class Stack(Task):
 
 class Unstack(Task):
     name = "unstack"
+    objects_needed = 2
     templates = ("take the {a} off the {b}", "remove the {a} from the {b}", "unstack the {a} from the {b}")
     heldout_templates = ("get the {a} off the {b}",)
 
@@ -163,6 +166,7 @@ class PlaceRegion(Task):
 
 class PlaceRelation(Task):
     name = "place_relation"
+    objects_needed = 2
     templates = (
         "put the {a} {relation} the {b}",
         "place the {a} {relation} the {b}",

@@ -1,0 +1,29 @@
+"""DemoConfig refuses settings the embedded suite cannot run, naming the fix."""
+
+import pytest
+
+from craft_vla.demo.run import DemoConfig
+
+
+def test_default_world_has_one_object_and_zero_means_the_suite():
+    assert DemoConfig().world().max_objects == 1 == DemoConfig().world().min_objects
+    suite = DemoConfig(objects=0).world()
+    assert (suite.min_objects, suite.max_objects) == (3, 5)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"tasks": ("stack",), "objects": 1}, "--objects 2"),
+        ({"tasks": ("fly",)}, "unknown \\['fly'\\]"),
+        ({"tasks": ()}, "choose from"),
+        ({"objects": -1}, "objects must be >= 0"),
+    ],
+)
+def test_bad_settings_are_refused(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        DemoConfig(**overrides)
+
+
+def test_a_reference_task_runs_with_two_objects():
+    assert DemoConfig(tasks=("stack", "reach"), objects=2).world().min_objects == 2
