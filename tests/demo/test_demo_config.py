@@ -27,3 +27,10 @@ def test_bad_settings_are_refused(overrides, message):
 
 def test_a_reference_task_runs_with_two_objects():
     assert DemoConfig(tasks=("stack", "reach"), objects=2).world().min_objects == 2
+
+
+def test_the_command_line_names_the_bad_setting_without_a_traceback():
+    from craft_vla.cli.demo import main
+
+    with pytest.raises(SystemExit, match="need a reference object: use --objects 2"):
+        main(["--quick", "--tasks", "stack"])

@@ -62,6 +62,9 @@ def main(argv: list[str]) -> int:
     for key in ("seeds", "methods", "tasks"):
         if key in overrides:
             overrides[key] = tuple(overrides[key])
-    cfg = DemoConfig.quick_preset(**overrides) if args.quick else DemoConfig(**overrides)
+    try:
+        cfg = DemoConfig.quick_preset(**overrides) if args.quick else DemoConfig(**overrides)
+    except ValueError as error:  # a setting the suite cannot run: say which, without a traceback
+        raise SystemExit(f"craft-vla demo: {error}") from None
     run_demo(cfg)
     return 0
