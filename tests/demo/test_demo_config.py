@@ -34,3 +34,11 @@ def test_the_command_line_names_the_bad_setting_without_a_traceback():
 
     with pytest.raises(SystemExit, match="need a reference object: use --objects 2"):
         main(["--quick", "--tasks", "stack"])
+
+
+def test_runs_are_scheduled_longest_first():
+    from craft_vla.demo.methods import METHODS, method_cost
+
+    assert method_cost("craft") == method_cost("fixed_penalty") == 2.0 > method_cost("sft_full") > method_cost("frozen_vlm")
+    assert method_cost("craft", anchor_fraction=0.25) == 1.25
+    assert sorted(METHODS, key=lambda m: -method_cost(m))[-1] == "frozen_vlm"

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from craft_vla.demo.methods import method_overrides
+from craft_vla.demo.methods import method_cost, method_overrides
 from craft_vla.sim.world import WorldConfig
 
 DEMO_VERSION = "3"  # bump when a change invalidates cached data or anchor caches
@@ -49,7 +49,7 @@ class DemoConfig:
     val_episodes_per_task: int = 20
     eval_episodes_per_task: int = 25
     eval_splits: tuple[str, ...] = ("train", "heldout")
-    steps: int = 800
+    steps: int = 1200
     batch_size: int = 16
     learning_rate: float = 1e-3
     lr_warmup_steps: int = 50
@@ -238,8 +238,11 @@ def run_demo(cfg: DemoConfig) -> Path:
     jobs = [(cfg, job_config(cfg, base, m, s), m, s, snapshot) for s in cfg.seeds for m in cfg.methods]
     print(f"fine-tuning {len(jobs)} runs ({len(cfg.methods)} methods × {len(cfg.seeds)} seeds), {cfg.workers} at a time")
     if cfg.workers > 1:
+        # longest runs first, so that the workers finish together
+        by_cost = sorted(jobs, key=lambda job: -method_cost(job[2], cfg.anchor_batch_size / cfg.batch_size))
         with mp.get_context("spawn").Pool(cfg.workers) as pool:
-            results = list(pool.imap(run_job, jobs))
+            done = {(r["method"], r["seed"]): r for r in pool.imap_unordered(run_job, by_cost)}
+        results = [done[(m, s)] for s in cfg.seeds for m in cfg.methods]
     else:
         results = [run_job(job) for job in jobs]
     timings["finetune_and_eval"] = time.perf_counter() - start - sum(timings.values())
