@@ -45,7 +45,7 @@ class DemoConfig:
     # Pretraining and every retention measurement keep the suite's 3-5-object scenes.
     tasks: tuple[str, ...] = ("reach", "pick_up")
     objects: int = 1
-    episodes_per_task: int = 300
+    episodes_per_task: int = 600
     val_episodes_per_task: int = 20
     eval_episodes_per_task: int = 25
     eval_splits: tuple[str, ...] = ("train", "heldout")
