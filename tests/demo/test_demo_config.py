@@ -42,3 +42,10 @@ def test_runs_are_scheduled_longest_first():
     assert method_cost("craft") == method_cost("fixed_penalty") == 2.0 > method_cost("sft_full") > method_cost("frozen_vlm")
     assert method_cost("craft", anchor_fraction=0.25) == 1.25
     assert sorted(METHODS, key=lambda m: -method_cost(m))[-1] == "frozen_vlm"
+
+
+def test_lambda_cap_reaches_the_trainer_and_zero_means_none(tmp_path):
+    from craft_vla.demo.run import base_finetune_config
+
+    assert base_finetune_config(DemoConfig(lambda_max=2), tmp_path, tmp_path, tmp_path, tmp_path).craft_lambda_max == 2.0
+    assert base_finetune_config(DemoConfig(), tmp_path, tmp_path, tmp_path, tmp_path).craft_lambda_max is None

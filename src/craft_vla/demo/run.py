@@ -45,7 +45,7 @@ class DemoConfig:
     # Pretraining and every retention measurement keep the suite's 3-5-object scenes.
     tasks: tuple[str, ...] = ("reach", "pick_up")
     objects: int = 1
-    episodes_per_task: int = 600
+    episodes_per_task: int = 300
     val_episodes_per_task: int = 20
     eval_episodes_per_task: int = 25
     eval_splits: tuple[str, ...] = ("train", "heldout")
@@ -58,7 +58,10 @@ class DemoConfig:
     # learning rate can hold the action-query features (λ grew without bound and QA was lost: README, issue 7)
     epsilon: float = 0.2
     epsilon_mode: str = "relative"
-    dual_lr: float = 0.0  # 0: chosen from ε (see `dual_lr_for`)
+    dual_lr: float = 0.0  # 0: 0.1 / ε, so λ grows by 0.1 a step while L_ret = 2ε
+    # cap on λ (0: none). A cap of 2 did not stop the CRaFT runs with 600 demonstrations per task from
+    # diverging (README, issue 7), so none by default
+    lambda_max: float = 0.0
     fixed_penalty_weight: float = 1.0
     raw_layer: int = -1
     aq_layer: int = -1
@@ -159,6 +162,7 @@ def base_finetune_config(cfg: DemoConfig, data_root: Path, snapshot: Path, run_r
         craft_epsilon=cfg.epsilon,
         craft_epsilon_mode=cfg.epsilon_mode,
         craft_dual_lr=cfg.dual_lr or 1.0,
+        craft_lambda_max=cfg.lambda_max or None,
         craft_cache_path=str(cache_path),
         craft_anchor_batch_size=cfg.anchor_batch_size,
     )
