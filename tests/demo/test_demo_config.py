@@ -36,7 +36,7 @@ def test_the_command_line_names_the_bad_setting_without_a_traceback():
         main(["--quick", "--tasks", "stack"])
 
 
-def test_runs_are_scheduled_longest_first():
+def test_method_cost_puts_retention_runs_first_and_the_frozen_vlm_last():
     from craft_vla.demo.methods import METHODS, method_cost
 
     assert method_cost("craft") == method_cost("fixed_penalty") == 2.0 > method_cost("sft_full") > method_cost("frozen_vlm")
