@@ -39,8 +39,8 @@ def method_overrides(method: str, fixed_penalty_weight: float) -> dict[str, Any]
 
 def method_cost(method: str, anchor_fraction: float = 1.0) -> float:
     """Rough cost of a run of `method` in SFT steps: a retention method adds an anchor pass over an anchor
-    batch of `anchor_fraction` × the batch (0: the whole batch); a frozen VLM skips the VLM's backward."""
+    batch of `anchor_fraction` × the batch; a frozen VLM skips the VLM's backward."""
     overrides = METHODS[method]
     if overrides.get("use_craft"):
-        return 1.0 + (anchor_fraction or 1.0)
+        return 1.0 + anchor_fraction
     return 0.5 if overrides.get("freeze_vlm") else 1.0

@@ -243,7 +243,7 @@ def run_demo(cfg: DemoConfig) -> Path:
     print(f"fine-tuning {len(jobs)} runs ({len(cfg.methods)} methods × {len(cfg.seeds)} seeds), {cfg.workers} at a time")
     if cfg.workers > 1:
         # longest runs first, so that the workers finish together
-        by_cost = sorted(jobs, key=lambda job: -method_cost(job[2], cfg.anchor_batch_size / cfg.batch_size))
+        by_cost = sorted(jobs, key=lambda job: -method_cost(job[2], base.anchor_batch_size / base.batch_size))
         with mp.get_context("spawn").Pool(cfg.workers) as pool:
             done = {(r["method"], r["seed"]): r for r in pool.imap_unordered(run_job, by_cost)}
         results = [done[(m, s)] for s in cfg.seeds for m in cfg.methods]
