@@ -33,6 +33,7 @@ from craft_vla.demo.qa import (
     question_batch,
     scene_pixel_values,
 )
+from craft_vla.models.attention import set_matmul_attention
 from craft_vla.models.bridge import insert_patches
 from craft_vla.models.llm import decoder_hidden_states
 from craft_vla.models.prismatic import prismatic_key, to_prismatic_key
@@ -98,10 +99,13 @@ def test_question_batch_packs_the_questions_of_a_scene_after_its_image(scenes, t
         assert batch["segment"][row].tolist() == segment + [-1] * (batch["segment"].shape[1] - length)
 
 
-def test_packed_questions_compute_what_each_question_computes_alone(scenes, tokenizer, config, policy):
+@pytest.mark.parametrize("attention", ["sdpa", "matmul"])
+def test_packed_questions_compute_what_each_question_computes_alone(scenes, tokenizer, config, policy, attention):
     """Reference: each question alone in the VLM's ordinary causal pass (`decoder_hidden_states`)."""
     vlm, answers = policy.vla.eval(), AnswerSet(tokenizer)
     init_attention(vlm, 0.09)  # sharp attention, so a leak across questions would show
+    if attention == "matmul":  # the kernel bf16 pretraining runs on a CPU (`models.attention`)
+        set_matmul_attention(vlm)
     rows = [(i, scenes.questions[i][:4]) for i in (0, 7)]
     with torch.no_grad():
         packed = question_batch(scenes, rows, tokenizer, answers, 64, config.num_patches, 256)

@@ -9,7 +9,7 @@ without this pretraining sits at chance). Answer token k is predicted at the pos
 Several questions about one scene are packed into one row: [<|im_start|>, patches, question 1 + answer,
 question 2 + answer, ...], where a block mask lets each question see only the image prefix and itself and
 its positions restart after the prefix, so each computes exactly what it would alone while the image is
-encoded once. Evaluation packs one question per row.
+encoded once. Evaluation packs them the same way.
 
 An answer counts as correct when at every answer token the LM head's argmax over the tokens that can
 continue some answer of the answer vocabulary (given the true prefix) is the true token: exactly greedy
@@ -172,7 +172,9 @@ def qa_hidden_states(vlm: VLM, batch: dict[str, Tensor]) -> tuple[Tensor, ...]:
     embeds = language_model.get_input_embeddings()(batch["input_ids"])
     patches = vlm.projector(vlm.vision_backbone(batch["pixel_values"])).to(embeds.dtype)
     hidden = insert_patches(embeds, patches)
-    mask, position_ids = packed_attention(batch["segment"], patches.shape[1])
+    visible, position_ids = packed_attention(batch["segment"], patches.shape[1])
+    # additive (0 / -inf-like), the one mask form that both SDPA and matmul attention (`models.attention`) read
+    mask = torch.zeros(visible.shape, dtype=hidden.dtype, device=hidden.device).masked_fill(~visible, torch.finfo(hidden.dtype).min)
     rotary = decoder.rotary_emb(hidden, position_ids)
     states = [hidden]
     for layer in decoder.layers:
