@@ -89,6 +89,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--steps", type=int, default=3, help="steps per variant per round")
     parser.add_argument("--models", nargs="+", default=["tiny", SMALL])
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                        help="bf16: autocast, and on a CPU attention as matmuls (training.setup.place_model)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     register_small_preset()
@@ -96,10 +98,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data_root = write_bench_dataset(Path(tmp) / "data", num_episodes=8)
         for i, model in enumerate(args.models):
-            cfg = bench_config(model, data_root, Path(tmp) / f"work-{i}", args.batch_size, learning_rate=1e-5)
+            cfg = bench_config(model, data_root, Path(tmp) / f"work-{i}", args.batch_size, learning_rate=1e-5,
+                               precision=args.precision)
             build_cache(cfg)
             rows.append((model, measure(step_variants(cfg, args.batch_size), args.warmup, args.rounds, args.steps)))
-    print(f"\nthreads {args.threads}, batch size B = {args.batch_size}, median over {args.rounds} rounds of {args.steps} steps; ms")
+    print(f"\nthreads {args.threads}, {args.precision}, batch size B = {args.batch_size}, median over {args.rounds} rounds of "
+          f"{args.steps} steps; ms")
     print(f"{'model':12s} {'SFT':>8s} {'anchor':>8s} {'CRaFT':>8s} {'floor':>8s} {'overhead':>8s}   anchor batch")
     for model, times in rows:
         t = {name: statistics.median(values) for name, values in times.items()}

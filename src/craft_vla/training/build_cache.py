@@ -38,7 +38,7 @@ def build_cache(cfg: FinetuneConfig) -> AnchorCache | None:
     first = statistics[min(statistics)]
     proprio_dim = first.proprio.dim if cfg.use_proprio and first.proprio is not None else None
     policy, snapshot_sha256 = setup.build_model(cfg, first.action.dim, proprio_dim, tokenizer.vocab_size)
-    policy.to(env.device)
+    setup.place_model(policy, cfg, env.device)
     dataset = VLADataset(readers, tokenizer, setup.sample_config(cfg, policy.config, augment=False), statistics=statistics)
     spec = setup.anchor_spec(cfg, policy.config.llm.num_hidden_layers)
     ids = dataset.sample_ids

@@ -28,6 +28,7 @@ from craft_vla.data.rlds import RLDSReader, resolve_dataset_dir
 from craft_vla.data.sampler import EpochSampler
 from craft_vla.data.tokenizers import HFQwenTokenizer, WordTokenizer
 from craft_vla.models import VLAAdapterConfig, VLAAdapterPolicy, build_policy, get_config
+from craft_vla.models.attention import set_matmul_attention
 from craft_vla.models.checkpoint import load_vla
 from craft_vla.models.prismatic import load_prismatic_vlm
 from craft_vla.training.anchor_cache import weights_fingerprint
@@ -164,6 +165,16 @@ def autocast_for(cfg: FinetuneConfig, device: torch.device):
     if not uses_bf16(cfg, device):
         return contextlib.nullcontext
     return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def place_model(policy: VLAAdapterPolicy, cfg: FinetuneConfig, device: torch.device) -> VLAAdapterPolicy:
+    """Move the policy to `device`; bf16 on a CPU computes attention with matmuls (`models.attention`).
+
+    The trainer and the cache builder both place the model here, so they run the same kernels.
+    """
+    if uses_bf16(cfg, device) and device.type == "cpu":
+        set_matmul_attention(policy)
+    return policy.to(device)
 
 
 def anchor_fingerprint(spec: AnchorSpec, snapshot_sha256: str, dataset: VLADataset, tokenizer: Any, precision: str = "fp32") -> dict[str, Any]:

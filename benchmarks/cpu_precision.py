@@ -1,0 +1,88 @@
+"""Training step of the demo's model on a CPU: float32 vs bf16 autocast, with SDPA or matmul attention.
+
+Why the demo trains in bf16 where the CPU multiplies bf16 natively (AVX512-BF16, AMX), and why the trainer
+then computes attention with plain matmuls (`craft_vla.models.attention`): a random-init "craft-demo" policy
+(`--model craft-demo`) on demonstrations of the embedded suite, batch 16, full fine-tuning, one SFT step
+through `training.step.train_step`; variants interleaved over rounds, medians reported. Also the raw
+throughput of one (1248 × 128) @ (128 × 384) matmul, the shape of the LLM's MLP at batch 16.
+
+    python benchmarks/cpu_precision.py --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from step_cost import measure, preloaded
+
+from craft_vla.demo.model import DEMO_PRESET
+from craft_vla.demo.run import native_bf16_cpu
+from craft_vla.sim.demonstrations import write_demonstrations
+from craft_vla.sim.world import WorldConfig
+from craft_vla.training.config import FinetuneConfig
+from craft_vla.training.finetune import build_run
+from craft_vla.training.step import train_step
+
+
+def matmul_gflops(dtype: torch.dtype, repeats: int = 200) -> float:
+    a, b = torch.randn(1248, 128, dtype=dtype), torch.randn(128, 384, dtype=dtype)
+    for _ in range(5):
+        a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * 1248 * 128 * 384 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def use_sdpa(model: torch.nn.Module) -> None:
+    """Undo `set_matmul_attention`: PyTorch's fused SDPA in the LLM and both towers."""
+    from transformers import PreTrainedModel
+
+    for module in model.modules():
+        if isinstance(module, PreTrainedModel):
+            module.set_attn_implementation("sdpa")
+        if hasattr(module, "fused_attn"):
+            module.fused_attn = True
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=5, help="steps per variant per round")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"CPU bf16 matrix instructions: {native_bf16_cpu()}")
+    print(f"matmul (1248x128 @ 128x384): fp32 {matmul_gflops(torch.float32):.0f} GFLOP/s, "
+          f"bf16 {matmul_gflops(torch.bfloat16):.0f} GFLOP/s")
+    with tempfile.TemporaryDirectory() as tmp:
+        write_demonstrations(tmp, 8, 64, tasks=("reach", "pick_up"), name="tabletop", progress=False,
+                             config=WorldConfig(min_objects=1, max_objects=1))
+        base = FinetuneConfig(model=DEMO_PRESET, data_root_dir=Path(tmp), dataset_name="tabletop",
+                              run_root_dir=Path(tmp) / "runs", batch_size=args.batch_size, use_lora=False,
+                              image_aug=False, save_freq=10**9, learning_rate=1e-5)
+        variants = {}
+        for name, precision, sdpa in (("fp32, SDPA", "fp32", True), ("bf16, SDPA", "bf16", True),
+                                      ("bf16, matmul attention", "bf16", False)):
+            run = build_run(dataclasses.replace(base, precision=precision, run_id_override=name.replace(", ", "-")))
+            if sdpa:
+                use_sdpa(run.state.model)
+            next_batch, _ = preloaded(run)
+            variants[name] = lambda run=run, next_batch=next_batch: train_step(run.state, [next_batch()], None)
+        times = measure(variants, warmup=3, rounds=args.rounds, steps=args.steps)
+    reference = statistics.median(times["fp32, SDPA"])
+    print(f"\nthreads {args.threads}, batch {args.batch_size}, SFT step of {DEMO_PRESET!r}, median over {args.rounds} rounds")
+    for name, values in times.items():
+        median = statistics.median(values)
+        print(f"{name:24s} {1e3 * median:7.1f} ms   {reference / median:4.2f}x float32")
+
+
+if __name__ == "__main__":
+    main()
