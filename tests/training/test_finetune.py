@@ -58,6 +58,25 @@ def test_craft_off_equals_plain_sft_bit_for_bit(rlds_root, tmp_path):
         assert torch.equal(tensor, plain[name]), name
 
 
+def test_head_learning_rate_is_a_group_of_its_own(rlds_root, tmp_path):
+    run = build_run(config(rlds_root, tmp_path, head_learning_rate=3e-3))
+    vlm_group, head_group = run.state.optimizer.param_groups
+    policy = run.state.model
+    head = {id(p) for m in (policy.action_head, policy.proprio_projector) for p in m.parameters() if p.requires_grad}
+    assert {id(p) for p in head_group["params"]} == head
+    assert len(vlm_group["params"]) + len(head_group["params"]) == len(run.state.trainable)
+    assert head_group["lr"] / vlm_group["lr"] == pytest.approx(3.0)  # both scaled by the same schedule
+
+
+def test_head_learning_rate_equal_to_learning_rate_changes_nothing(rlds_root, tmp_path):
+    cfg = config(rlds_root, tmp_path)
+    plain = final_weights(finetune(cfg), cfg.max_steps)
+    split = final_weights(finetune(dataclasses.replace(cfg, head_learning_rate=cfg.learning_rate, run_id_override="split")), cfg.max_steps)
+    assert plain.keys() == split.keys()
+    for name in plain:
+        assert torch.equal(plain[name], split[name]), name
+
+
 def test_resume_continues_exactly(rlds_root, tmp_path):
     cfg = config(rlds_root, tmp_path, max_steps=6, run_id_override="full")
     full_dir = finetune(cfg)
@@ -91,6 +110,17 @@ def test_craft_run_logs_every_key_and_starts_at_zero_drift(craft_cfg):
     assert records[0]["craft/epsilon"] == pytest.approx(0.05 * cache_meta["spread"]["all"])
     assert all(math.isfinite(r["craft/lambda"]) for r in records)
     assert records[-1]["craft/L_ret"] > 0  # the model moved
+
+
+def test_bf16_craft_run_on_the_cpu_starts_at_zero_drift(craft_cfg):
+    cfg = dataclasses.replace(craft_cfg, precision="bf16", craft_cache_path=craft_cfg.craft_cache_path + "-bf16")
+    cache = build_cache(cfg)
+    assert cache.meta["fingerprint"]["precision"] == "bf16"
+    run = build_run(cfg)  # the cache builder and the trainer place the model alike: attention as matmuls
+    assert {m.config._attn_implementation for m in run.state.model.modules() if hasattr(m, "set_attn_implementation")} == {"eager"}
+    records = [json.loads(line) for line in (finetune(cfg) / "metrics.jsonl").read_text().splitlines()]
+    assert records[0]["craft/L_ret"] < 1e-6 * cache.spread["mean_norm_sq"]
+    assert records[-1]["craft/L_ret"] > 0
 
 
 def test_foreign_cache_is_refused_naming_the_field(craft_cfg):

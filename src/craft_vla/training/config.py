@@ -31,8 +31,10 @@ class FinetuneConfig:
     # optimisation
     batch_size: int = 8  # per device
     learning_rate: float = 5e-4
+    head_learning_rate: float = 0.0  # action head + proprio projector (trained from scratch); 0: --learning_rate
     optimizer: str = "adamw"  # adamw (VLA-Adapter's) | sgd (momentum 0.9; linear in the gradient, for exactness checks)
     weight_decay: float = 0.0
+    adam_beta2: float = 0.999  # AdamW's second-moment decay (VLA-Adapter: torch's default 0.999)
     lr_warmup_steps: int = 0  # linear warm-up from 10 % to 100 % of the learning rate
     num_steps_before_decay: int = 100_000  # then MultiStepLR ×0.1
     grad_accumulation_steps: int = 1
@@ -94,6 +96,10 @@ class FinetuneConfig:
             raise ValueError(f"--precision must be auto, fp32 or bf16, got {self.precision!r}")
         if self.optimizer not in ("adamw", "sgd"):
             raise ValueError(f"--optimizer must be adamw or sgd, got {self.optimizer!r}")
+        if not 0.0 <= self.adam_beta2 < 1.0:
+            raise ValueError(f"--adam_beta2 must be in [0, 1), got {self.adam_beta2}")
+        if self.head_learning_rate < 0:
+            raise ValueError(f"--head_learning_rate must be >= 0 (0: --learning_rate), got {self.head_learning_rate}")
         if self.batch_size < 1 or self.grad_accumulation_steps < 1:
             raise ValueError("--batch_size and --grad_accumulation_steps must be >= 1")
         if self.use_craft:

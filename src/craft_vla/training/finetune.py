@@ -98,13 +98,10 @@ def build_run(cfg: FinetuneConfig) -> Run:
         policy.vla.requires_grad_(False)
     elif cfg.use_lora:
         policy = apply_lora(policy, cfg.lora_rank, cfg.lora_dropout)
-    policy.to(env.device)
+    setup.place_model(policy, cfg, env.device)
     model = wrap_model(policy, cfg.distributed, env, [m for m in policy.modules() if type(m).__name__ in SHARD_UNITS])
     trainable = [p for p in model.parameters() if p.requires_grad]
-    if cfg.optimizer == "sgd":
-        optimizer = torch.optim.SGD(trainable, lr=cfg.learning_rate, momentum=0.9, weight_decay=cfg.weight_decay)
-    else:
-        optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    optimizer = make_optimizer(cfg, trainable, unwrap(model))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_then_decay(cfg.lr_warmup_steps, cfg.num_steps_before_decay))
     autocast = setup.autocast_for(cfg, env.device)
     state = TrainState(model, optimizer, scheduler, max_grad_norm=cfg.max_grad_norm, autocast=autocast, trainable=trainable)
@@ -121,6 +118,22 @@ def build_run(cfg: FinetuneConfig) -> Run:
         if hasattr(tokenizer, "save"):
             tokenizer.save(run_dir / "word_tokenizer.json")
     return run
+
+
+def make_optimizer(cfg: FinetuneConfig, trainable: list[torch.nn.Parameter], policy) -> torch.optim.Optimizer:
+    """AdamW (or SGD) over the trainable parameters; with `--head_learning_rate`, the action head and the proprio
+    projector (trained from scratch) in a group of their own at that rate."""
+    groups = [{"params": trainable}]
+    if cfg.head_learning_rate > 0:
+        new = {id(p) for m in (policy.action_head, policy.proprio_projector) if m is not None for p in m.parameters()}
+        groups = [
+            {"params": [p for p in trainable if id(p) not in new]},
+            {"params": [p for p in trainable if id(p) in new], "lr": cfg.head_learning_rate},
+        ]
+        groups = [g for g in groups if g["params"]]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.learning_rate, momentum=0.9, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(groups, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, betas=(0.9, cfg.adam_beta2))
 
 
 def setup_craft(run: Run, policy, tokenizer, collate: VLACollator, autocast) -> None:
