@@ -18,6 +18,7 @@ def test_default_world_has_one_object_and_zero_means_the_suite():
         ({"tasks": ("fly",)}, "unknown \\['fly'\\]"),
         ({"tasks": ()}, "choose from"),
         ({"objects": -1}, "objects must be >= 0"),
+        ({"precision": "fp16"}, "precision must be auto, bf16 or fp32"),
     ],
 )
 def test_bad_settings_are_refused(overrides, message):
@@ -49,3 +50,26 @@ def test_lambda_cap_reaches_the_trainer_and_zero_means_none(tmp_path):
 
     assert base_finetune_config(DemoConfig(lambda_max=2), tmp_path, tmp_path, tmp_path, tmp_path).craft_lambda_max == 2.0
     assert base_finetune_config(DemoConfig(), tmp_path, tmp_path, tmp_path, tmp_path).craft_lambda_max is None
+
+
+def test_cached_dir_builds_once_and_yields_to_a_concurrent_run(tmp_path):
+    from craft_vla.demo.run import cached_dir
+
+    def build(tmp):
+        (tmp / "made_here").write_text("1")
+        (tmp_path / "key").mkdir()  # another run renamed its complete result into place meanwhile
+        (tmp_path / "key" / "made_there").write_text("1")
+
+    final = cached_dir(tmp_path, "key", build)
+    assert sorted(p.name for p in final.iterdir()) == ["made_there"]
+    assert [p.name for p in tmp_path.iterdir()] == ["key"]  # no temporary directory left behind
+    assert cached_dir(tmp_path, "key", lambda tmp: pytest.fail("rebuilt a cached result")) == final
+
+
+def test_auto_precision_is_bf16_exactly_where_the_cpu_has_bf16_matrix_instructions(monkeypatch):
+    import torch
+
+    for flags, expected in (({"avx512_bf16": True}, "bf16"), ({"amx_bf16": True}, "bf16"), ({"avx2": True}, "fp32")):
+        monkeypatch.setattr(torch.cpu, "get_capabilities", lambda flags=flags: flags, raising=False)
+        assert DemoConfig().resolved_precision() == expected
+        assert DemoConfig(precision="fp32").resolved_precision() == "fp32"

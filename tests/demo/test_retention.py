@@ -33,10 +33,10 @@ def stub_lm_head(monkeypatch, wrong_answers: set[int]):
         return seen["batch"]
 
     def oracle(vlm, last_hidden, positions):
-        answer_ids = seen["batch"]["answer_ids"]
+        answer_ids = seen["batch"]["answer_ids"]  # (B, N, K): N questions packed per row
         target = answer_ids.clamp_min(0)
-        wrong = torch.tensor([int(a) in wrong_answers for a in answer_ids[:, 0, 0]])
-        target[wrong, 0, 0] = 0
+        wrong = torch.isin(answer_ids[..., 0], torch.tensor(sorted(wrong_answers), dtype=answer_ids.dtype))
+        target[..., 0][wrong] = 0
         return torch.nn.functional.one_hot(target, vlm.config.llm.vocab_size).float() * 10
 
     monkeypatch.setattr(retention, "question_batch", remember)
@@ -64,6 +64,29 @@ def test_qa_accuracy_splits_by_category_and_task_relevance(monkeypatch, policy, 
     for name in ("size_at", "material_at", "size_of", "material_of"):
         assert result.get(f"category/{name}", 0.0) == 0.0
     assert IGNORE < 0
+
+
+def test_qa_accuracy_packs_a_scene_s_questions_without_changing_an_answer(scenes, tokenizer):
+    from craft_vla.demo.pretrain import PretrainConfig, pretrain
+    from craft_vla.demo.qa import AnswerSet, answer_logits, answers_correct, qa_hidden_states, question_batch
+
+    # a briefly pretrained VLM: it answers some questions right and some wrong, so the comparison can fail
+    vlm, _, _ = pretrain(PretrainConfig(steps=40, batch_size=8, warmup_steps=5, train_scenes=40, heldout_scenes=2,
+                                        heldout_questions_per_scene=1), progress=False)
+    answers, config = AnswerSet(tokenizer), vlm.config
+    flags = []
+    with torch.no_grad():
+        for scene, question in scenes.flat():  # the reference: each question alone in its row
+            batch = question_batch(scenes, [(scene, [question])], tokenizer, answers, config.image_size, config.num_patches,
+                                   config.llm.vocab_size)
+            logits = answer_logits(vlm, qa_hidden_states(vlm, batch)[-1], batch["answer_positions"])
+            flags.append(bool(answers_correct(logits, batch["answer_ids"], batch["allowed"])[0, 0]))
+    result = qa_accuracy(vlm, scenes, tokenizer, batch_size=24)
+    assert 0 < np.mean(flags) < 1
+    assert result["overall"] == pytest.approx(np.mean(flags))
+    for category in {q.category for _, q in scenes.flat()}:
+        chosen = [ok for ok, (_, q) in zip(flags, scenes.flat()) if q.category == category]
+        assert result[f"category/{category}"] == pytest.approx(np.mean(chosen)), category
 
 
 def test_qa_accuracy_of_a_random_model_is_near_chance(policy, config, tokenizer):

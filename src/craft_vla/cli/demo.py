@@ -43,6 +43,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--anchor_batch_size", type=int)
     parser.add_argument("--fixed_penalty_weight", type=float)
     parser.add_argument("--workers", type=int, help="parallel fine-tuning processes (default 2)")
+    parser.add_argument("--precision", choices=("auto", "bf16", "fp32"),
+                        help="auto (default): bf16 autocast on CPUs with bf16 matrix instructions, else fp32")
     parser.add_argument("--threads", type=int, default=2, help="torch threads for the toy run")
     return parser.parse_args(argv)
 

@@ -153,7 +153,7 @@ def write_report(out: Path, cfg, results: list[dict[str, Any]], timings: dict[st
         "",
         f"Measured {time.strftime('%Y-%m-%d %H:%M')} on {platform.node()} ({platform.processor() or platform.machine()}, "
         f"{_cores()} cores), {'quick' if cfg.quick else 'full'} budget, seeds {list(cfg.seeds)}, {cfg.steps} fine-tuning steps, "
-        f"batch {cfg.batch_size}, lr {cfg.learning_rate}; ε = {cfg.epsilon} ({cfg.epsilon_mode}), anchored parts "
+        f"batch {cfg.batch_size}, lr {cfg.learning_rate}, {cfg.resolved_precision()}; ε = {cfg.epsilon} ({cfg.epsilon_mode}), anchored parts "
         f"{cfg.parts}, pooling {cfg.pool}, λ cap {cfg.lambda_max or 'none'}. Fine-tuning tasks {', '.join(cfg.tasks)} in scenes of "
         f"{cfg.objects or '3-5'} object(s), {cfg.episodes_per_task} demonstrations per task.",
         "",

@@ -76,16 +76,19 @@ def qa_accuracy(
     vlm = as_vlm(model)
     config = vlm.config
     pairs = perception.flat()
+    scenes_per_batch = max(1, batch_size // max(len(qs) for qs in perception.questions))
     correct = []
     with evaluating(model):
-        for start in range(0, len(pairs), batch_size):
-            rows = [(scene, [question]) for scene, question in pairs[start : start + batch_size]]
+        for start in range(0, len(perception), scenes_per_batch):
+            # a scene's questions packed in one row: each computes what it would alone (qa.py), the image once
+            rows = [(i, perception.questions[i]) for i in range(start, min(start + scenes_per_batch, len(perception)))]
             batch = question_batch(
                 perception, rows, tokenizer, answers, config.image_size, config.num_patches, config.llm.vocab_size
             )
             hidden = qa_hidden_states(vlm, batch)
             logits = answer_logits(vlm, hidden[-1], batch["answer_positions"])
-            correct.extend(answers_correct(logits, batch["answer_ids"], batch["allowed"])[:, 0].tolist())
+            ok = answers_correct(logits, batch["answer_ids"], batch["allowed"])
+            correct.extend(flag for row, (_, questions) in enumerate(rows) for flag in ok[row, : len(questions)].tolist())
     groups: dict[str, list[bool]] = defaultdict(list)
     for (_, question), ok in zip(pairs, correct):
         groups["overall"].append(ok)
