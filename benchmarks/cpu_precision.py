@@ -1,9 +1,10 @@
-"""Training step of the demo's model on a CPU: float32 vs bf16 autocast, with SDPA or matmul attention.
+"""Training steps of the demo's model on a CPU: float32 vs bf16 autocast, with SDPA or matmul attention.
 
-Why the demo trains in bf16 where the CPU multiplies bf16 natively (AVX512-BF16, AMX), and why the trainer
+What `--precision bf16` buys where the CPU multiplies bf16 natively (AVX512-BF16, AMX), and why the trainer
 then computes attention with plain matmuls (`craft_vla.models.attention`): a random-init "craft-demo" policy
-(`--model craft-demo`) on demonstrations of the embedded suite, batch 16, full fine-tuning, one SFT step
-through `training.step.train_step`; variants interleaved over rounds, medians reported. Also the raw
+(`--model craft-demo`) on demonstrations of the embedded suite, batch 16, full fine-tuning, an SFT step and
+a CRaFT step (anchor batch 16, cache built under the same precision) through `training.step.train_step`;
+variants interleaved over rounds, medians reported. Also the raw
 throughput of one (1248 × 128) @ (128 × 384) matmul, the shape of the LLM's MLP at batch 16.
 
     python benchmarks/cpu_precision.py --threads 1
@@ -25,6 +26,7 @@ from craft_vla.demo.model import DEMO_PRESET
 from craft_vla.demo.run import native_bf16_cpu
 from craft_vla.sim.demonstrations import write_demonstrations
 from craft_vla.sim.world import WorldConfig
+from craft_vla.training.build_cache import build_cache
 from craft_vla.training.config import FinetuneConfig
 from craft_vla.training.finetune import build_run
 from craft_vla.training.step import train_step
@@ -69,19 +71,29 @@ def main() -> None:
                               run_root_dir=Path(tmp) / "runs", batch_size=args.batch_size, use_lora=False,
                               image_aug=False, save_freq=10**9, learning_rate=1e-5)
         variants = {}
-        for name, precision, sdpa in (("fp32, SDPA", "fp32", True), ("bf16, SDPA", "bf16", True),
-                                      ("bf16, matmul attention", "bf16", False)):
-            run = build_run(dataclasses.replace(base, precision=precision, run_id_override=name.replace(", ", "-")))
-            if sdpa:
-                use_sdpa(run.state.model)
-            next_batch, _ = preloaded(run)
-            variants[name] = lambda run=run, next_batch=next_batch: train_step(run.state, [next_batch()], None)
+        for step in ("SFT", "CRaFT"):
+            for label, precision, sdpa in (("fp32, SDPA", "fp32", True), ("bf16, SDPA", "bf16", True),
+                                           ("bf16, matmul attention", "bf16", False)):
+                cfg = dataclasses.replace(base, precision=precision, run_id_override=f"{step}-{precision}-{sdpa}")
+                if step == "CRaFT":
+                    cfg = dataclasses.replace(cfg, use_craft=True, craft_cache_path=str(Path(tmp) / f"cache-{precision}"))
+                    if not Path(cfg.craft_cache_path, "meta.json").exists():
+                        build_cache(cfg)
+                run = build_run(cfg)
+                if sdpa:
+                    use_sdpa(run.state.model)
+                next_batch, next_anchor = preloaded(run)
+                anchors = (lambda next_anchor=next_anchor: [next_anchor()]) if next_anchor else (lambda: None)
+                variants[f"{step} step, {label}"] = (
+                    lambda run=run, next_batch=next_batch, anchors=anchors: train_step(run.state, [next_batch()], anchors())
+                )
         times = measure(variants, warmup=3, rounds=args.rounds, steps=args.steps)
-    reference = statistics.median(times["fp32, SDPA"])
-    print(f"\nthreads {args.threads}, batch {args.batch_size}, SFT step of {DEMO_PRESET!r}, median over {args.rounds} rounds")
+    print(f"\nthreads {args.threads}, batch {args.batch_size} (anchor batch the same), {DEMO_PRESET!r}, "
+          f"median over {args.rounds} rounds of {args.steps} steps")
     for name, values in times.items():
+        reference = statistics.median(times[name.split(",")[0] + ", fp32, SDPA"])
         median = statistics.median(values)
-        print(f"{name:24s} {1e3 * median:7.1f} ms   {reference / median:4.2f}x float32")
+        print(f"{name:34s} {1e3 * median:7.1f} ms   {reference / median:4.2f}x its float32 step")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ def test_default_world_has_one_object_and_zero_means_the_suite():
         ({"tasks": ()}, "choose from"),
         ({"objects": -1}, "objects must be >= 0"),
         ({"precision": "fp16"}, "precision must be auto, bf16 or fp32"),
+        ({"execute_steps": 0}, "execute_steps must be >= 1"),
+        ({"action_noise": -0.1}, "action_noise is a standard deviation"),
     ],
 )
 def test_bad_settings_are_refused(overrides, message):
@@ -52,6 +54,14 @@ def test_lambda_cap_reaches_the_trainer_and_zero_means_none(tmp_path):
     assert base_finetune_config(DemoConfig(), tmp_path, tmp_path, tmp_path, tmp_path).craft_lambda_max is None
 
 
+def test_precision_and_adam_beta2_reach_the_trainer(tmp_path):
+    from craft_vla.demo.run import base_finetune_config
+
+    cfg = base_finetune_config(DemoConfig(precision="bf16", adam_beta2=0.95), tmp_path, tmp_path, tmp_path, tmp_path)
+    assert (cfg.precision, cfg.adam_beta2) == ("bf16", 0.95)
+    assert base_finetune_config(DemoConfig(), tmp_path, tmp_path, tmp_path, tmp_path).precision == "fp32"
+
+
 def test_cached_dir_builds_once_and_yields_to_a_concurrent_run(tmp_path):
     from craft_vla.demo.run import cached_dir
 
@@ -71,5 +81,19 @@ def test_auto_precision_is_bf16_exactly_where_the_cpu_has_bf16_matrix_instructio
 
     for flags, expected in (({"avx512_bf16": True}, "bf16"), ({"amx_bf16": True}, "bf16"), ({"avx2": True}, "fp32")):
         monkeypatch.setattr(torch.cpu, "get_capabilities", lambda flags=flags: flags, raising=False)
-        assert DemoConfig().resolved_precision() == expected
-        assert DemoConfig(precision="fp32").resolved_precision() == "fp32"
+        assert DemoConfig(precision="auto").resolved_precision() == expected
+        assert DemoConfig().resolved_precision() == "fp32"  # the default: the protocol the README's table measured
+
+
+def test_action_noise_reaches_the_training_demonstrations_only(tmp_path):
+    from craft_vla.demo.run import DATASET, VAL_DATASET, generate_data
+
+    small = {"cache_dir": tmp_path, "episodes_per_task": 2, "val_episodes_per_task": 1, "workers": 1}
+    clean, noisy = generate_data(DemoConfig(**small)), generate_data(DemoConfig(**small, action_noise=0.3))
+    assert clean != noisy  # a cache key of its own
+
+    def description(root, name):
+        return (root / name / "1.0.0" / "dataset_info.json").read_text()
+
+    assert "action noise 0.3" in description(noisy, DATASET)
+    assert "action noise 0.0" in description(noisy, VAL_DATASET) and "action noise 0.0" in description(clean, DATASET)

@@ -30,8 +30,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--tasks", nargs="+", choices=TASK_NAMES, help="the suite's tasks fine-tuned on (default: reach pick_up)")
     parser.add_argument("--objects", type=int, help="objects per fine-tuning scene (default 1; 0: the suite's 3-5)")
     parser.add_argument("--episodes_per_task", type=int, help="demonstrations per fine-tuning task (default 300)")
+    parser.add_argument("--action_noise", type=float,
+                        help="DART: std of the noise on the executed (dx, dy) of the training demonstrations (default 0)")
     parser.add_argument("--steps", type=int, help="fine-tuning steps per run")
     parser.add_argument("--learning_rate", type=float)
+    parser.add_argument("--adam_beta2", type=float, help="AdamW's β2 for every method (default 0.999)")
+    parser.add_argument("--execute_steps", type=int, help="closed loop: replan after this many of a chunk's 8 actions (default 4)")
     parser.add_argument("--epsilon", type=float, help="retention budget ε (relative to the feature spread S by default)")
     parser.add_argument("--epsilon_mode", choices=("relative", "absolute"))
     parser.add_argument("--dual_lr", type=float, help="η_λ (default: 0.1/ε_absolute)")
@@ -44,7 +48,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--fixed_penalty_weight", type=float)
     parser.add_argument("--workers", type=int, help="parallel fine-tuning processes (default 2)")
     parser.add_argument("--precision", choices=("auto", "bf16", "fp32"),
-                        help="auto (default): bf16 autocast on CPUs with bf16 matrix instructions, else fp32")
+                        help="of fine-tuning and the anchor cache: fp32 (default), bf16, or auto (bf16 on CPUs with bf16 matrix instructions)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads for the toy run")
     return parser.parse_args(argv)
 

@@ -83,13 +83,15 @@ def closed_loop(
     tasks: tuple[str, ...],
     world: WorldConfig | None = None,
     num_envs: int = 32,
+    execute_steps: int | None = None,
 ) -> dict[str, Any]:
-    """Success rate per split (training tasks on training-like scenes, and held-out variants)."""
+    """Success rate per split (training tasks on training-like scenes, and held-out variants); the policy
+    replans after `execute_steps` actions of each chunk (None: the whole chunk)."""
     act = chunk_policy(policy, tokenizer, stats)
     results = {}
     for split in splits:
         evaluator = Evaluator(image_size, split, num_envs, config=world)
-        result = evaluator.run(act, tasks, episodes_per_task=episodes_per_task, progress=False)
+        result = evaluator.run(act, tasks, episodes_per_task=episodes_per_task, execute_steps=execute_steps, progress=False)
         results[split] = {"success_rate": result.success_rate(), "per_task": result.per_task()}
     return results
 

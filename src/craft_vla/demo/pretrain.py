@@ -43,7 +43,6 @@ from craft_vla.demo.qa import (
 )
 from craft_vla.demo.retention import EMPTY_CELL, qa_accuracy
 from craft_vla.models import build_policy
-from craft_vla.models.attention import set_matmul_attention
 from craft_vla.models.config import VLAAdapterConfig, config_to_dict
 from craft_vla.models.prismatic import load_prismatic_vlm, save_prismatic_vlm
 from craft_vla.models.state_dicts import save_json
@@ -53,7 +52,7 @@ from craft_vla.sim.attributes import COLOURS, MATERIALS, SHAPES, SIZES
 from craft_vla.sim.layout import cell_names
 from craft_vla.sim.questions import YES_NO
 
-CODE_VERSION = "demo-pretrain-3"  # bump when a change to this file or qa.py changes the snapshot
+CODE_VERSION = "demo-pretrain-2"  # bump when a change to this file or qa.py changes the snapshot
 TOKENIZER_FILE = "word_tokenizer.json"
 METRICS_FILE = "pretrain_metrics.json"
 
@@ -77,7 +76,6 @@ class PretrainConfig:
     heldout_scenes: int = 400
     heldout_questions_per_scene: int = 8
     seed: int = 0
-    precision: str = "fp32"  # or "bf16": autocast, attention as matmuls (`models.attention`); the snapshot stays float32
 
 
 def quick_pretrain_config(**overrides: Any) -> PretrainConfig:
@@ -187,13 +185,12 @@ def pretrain_step(
     cfg: PretrainConfig,
 ) -> dict[str, float]:
     """One optimisation step: answer loss + side_loss_weight · cell loss; returns the losses and batch accuracy."""
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
-        hidden = qa_hidden_states(vlm, batch)
-        logits = answer_logits(vlm, hidden[-1], batch["answer_positions"]).float()
-        qa = answer_loss(logits, batch["answer_ids"])
-        embeddings = vlm.language_model.get_input_embeddings().weight
-        side = cell_loss(head, hidden[cfg.side_layer], embeddings, perception, batch["scene"])
-        loss = qa + cfg.side_loss_weight * side
+    hidden = qa_hidden_states(vlm, batch)
+    logits = answer_logits(vlm, hidden[-1], batch["answer_positions"])
+    qa = answer_loss(logits, batch["answer_ids"])
+    embeddings = vlm.language_model.get_input_embeddings().weight
+    side = cell_loss(head, hidden[cfg.side_layer], embeddings, perception, batch["scene"])
+    loss = qa + cfg.side_loss_weight * side
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if cfg.max_grad_norm > 0:
@@ -234,8 +231,6 @@ def pretrain(
     vlm = build_policy(config).vla
     if cfg.qk_init_std > 0:
         init_attention(vlm, cfg.qk_init_std)
-    if cfg.precision == "bf16":
-        set_matmul_attention(vlm)
     head = cell_head(config, tokenizer)
     vlm.action_queries.requires_grad_(False)  # the QA sequence has no action queries
     optimizer = make_optimizer([vlm, head], cfg)
