@@ -52,7 +52,8 @@ class DemoConfig:
     val_episodes_per_task: int = 20
     eval_episodes_per_task: int = 50
     # closed loop: the policy replans after this many of each chunk's 8 actions (8: the whole chunk open loop, as
-    # VLA-Adapter on LIBERO). Open-loop overshoot near the table's edge is the main failure (README, issue 7)
+    # VLA-Adapter on LIBERO). Replanning after 4 raised every method's success on the training tasks by 3-10 points
+    # on the same checkpoints (README)
     execute_steps: int = 4
     eval_splits: tuple[str, ...] = ("train", "heldout")
     steps: int = 1200
@@ -77,8 +78,9 @@ class DemoConfig:
     anchor_batch_size: int = 0
     workers: int = 2
     # of fine-tuning and the anchor cache: "fp32", "bf16" (autocast), or "auto": bf16 where the CPU multiplies
-    # bf16 natively (AVX512-BF16 or AMX), float32 elsewhere. bf16 is 1.2-1.3x faster here but one CRaFT seed of
-    # three lost the budget in the measured run (README). The snapshot is always pretrained in float32
+    # bf16 natively (AVX512-BF16 or AMX), float32 elsewhere. A bf16 step is 1.6x faster on such a CPU
+    # (docs/benchmarks.md), but one CRaFT seed of three lost the budget in the bf16 run (docs/method.md).
+    # The snapshot is always pretrained in float32
     precision: str = "fp32"
     retention_scenes: int = 400
     extra: dict[str, Any] = field(default_factory=dict)
