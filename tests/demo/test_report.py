@@ -11,7 +11,8 @@ def row(**values):
 
 
 def verdicts(lines):
-    return {line.split(" | ")[0].lstrip("| "): (float(line.split(" | ")[1]), line.split(" | ")[3].rstrip(" |")) for line in lines[2:]}
+    rows = lines[lines.index("| --- | --- | --- | --- |") + 1 :]  # after the caption and the header
+    return {row.split(" | ")[0].lstrip("| "): (float(row.split(" | ")[1]), row.split(" | ")[3].rstrip(" |")) for row in rows}
 
 
 def test_each_target_is_computed_and_judged_against_its_bar():
@@ -30,5 +31,6 @@ def test_quick_runs_are_held_to_the_quick_budget_and_missing_methods_give_no_row
     table = {"sft_full": row(l1=0.2, qa=0.1), "craft": row(l1=0.2, qa=0.0)}
     found = verdicts(targets(table, {"QA not needed by task": 0.0}, 0.6, wall_seconds=170, quick=True))
     assert found["wall time of this run, s (the first run adds pretraining)"] == (170.0, "yes")
+    assert "smoke test" in targets(table, {"QA not needed by task": 0.0}, 0.6, 170, quick=True)[0]
     assert found["CRaFT's accuracy on those questions / the snapshot's"][1] == "no"  # 0 / 0: nan, not an error
     assert targets({"craft": row()}, {"QA not needed by task": 0.9}, 0.6, 100, False) == []
