@@ -27,7 +27,7 @@ def main() -> None:
     torch.set_num_threads(1)
     demo = DemoConfig()
     data_root = generate_data(demo)
-    snapshot = pretrained_snapshot(PretrainConfig(), demo.cache_dir)
+    snapshot = pretrained_snapshot(PretrainConfig(), demo.cache_root)
     cfg = base_finetune_config(demo, data_root, snapshot, demo.cache_dir / "unused", demo.cache_dir / "unused")
     tokenizer = setup.load_tokenizer(cfg, setup.open_readers(cfg))
     policy = snapshot_policy(str(snapshot), ACTION_DIM, STATE_DIM)

@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 from step_cost import measure, preloaded
 
+from craft_vla.demo.config import native_bf16_cpu
 from craft_vla.demo.model import DEMO_PRESET
-from craft_vla.demo.run import native_bf16_cpu
 from craft_vla.sim.demonstrations import write_demonstrations
 from craft_vla.sim.world import WorldConfig
 from craft_vla.training.build_cache import build_cache

@@ -79,3 +79,21 @@ def test_incomplete_build_is_refused(tmp_path):
         AnchorCache(tmp_path)
     assert not (tmp_path / "meta.json").exists()
     assert json.dumps(FINGERPRINT)
+
+
+@pytest.mark.parametrize("parts", ["both", "raw", "aq"])
+def test_relative_epsilon_is_a_fraction_of_the_anchored_parts_spread(parts):
+    """ε × S of the anchored part (float64 reference), the one rule the trainer and the demo share."""
+    from craft_vla.craft.cache import feature_spread, resolve_epsilon
+
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(50, 7)) * np.arange(1, 8)
+    dims = {"raw": 3, "aq": 4}
+    spread = feature_spread(features, dims)
+    columns = {"both": slice(0, 7), "raw": slice(0, 3), "aq": slice(3, 7)}[parts]
+    f = features[:, columns]
+    reference = 0.2 * float(((f - f.mean(axis=0)) ** 2).sum(axis=1).mean())
+    assert resolve_epsilon(0.2, "relative", spread, parts) == pytest.approx(reference, rel=1e-12)
+    assert resolve_epsilon(0.2, "absolute", spread, parts) == 0.2
+    with pytest.raises(ValueError, match="relative or absolute"):
+        resolve_epsilon(0.2, "fraction", spread, parts)

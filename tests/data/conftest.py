@@ -43,7 +43,7 @@ def _make_episode(rng: np.random.Generator, num_steps: int, instruction: str, im
 @pytest.fixture(autouse=True)
 def _cache_dir(tmp_path, monkeypatch):
     """Keep index and statistics caches out of the home directory."""
-    monkeypatch.setenv("CRAFT_VLA_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("CRAFT_VLA_CACHE", str(tmp_path / "cache"))
 
 
 @pytest.fixture(name="make_episode")

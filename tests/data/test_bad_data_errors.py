@@ -87,3 +87,15 @@ def test_undecodable_image_names_file_episode_step_and_feature(tmp_path, make_ep
     with pytest.raises(ImageDecodeError, match=r"broken-train.tfrecord-00000-of-00001: episode 0 step 1 "
                                                r"steps/observation/image: could not decode"):
         reader.get_step(0, 1)
+
+
+def test_a_nan_action_stops_statistics_and_inspect_naming_episode_and_step(tmp_path, episodes, capsys):
+    from craft_vla.cli.main import main
+
+    episodes[3]["steps"]["action"][2, 4] = np.nan
+    path = write_rlds_dataset(tmp_path / "rlds", "libero_toy_no_noops", episodes, num_shards=2)
+    with pytest.raises(ValueError, match=r"episode 3, step 2: action\[4\] is nan"):
+        compute_dataset_statistics(RLDSReader(path), "libero")
+    assert main(["data", "inspect", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "episode 3, step 2" in err and "Traceback" not in err

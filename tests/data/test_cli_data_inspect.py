@@ -1,6 +1,6 @@
 from PIL import Image
 
-from craft_vla.cli.data import inspect
+from craft_vla.data.inspect import inspect
 
 
 def test_inspect_prints_summary_and_writes_grid(libero_dir, tmp_path, capsys):

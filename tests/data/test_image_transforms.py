@@ -1,4 +1,5 @@
 import colorsys
+import dataclasses
 import json
 
 import numpy as np
@@ -23,7 +24,8 @@ IDENTITY_BOX = (0.0, 0.0, 1.0, 1.0)
 def colorsys_apply(image: torch.Tensor, fn) -> torch.Tensor:
     pixels = image.permute(1, 2, 0).reshape(-1, 3).double().numpy()
     out = [colorsys.hsv_to_rgb(*fn(*colorsys.rgb_to_hsv(*p))) for p in pixels]
-    return torch.tensor(np.array(out), dtype=torch.float32).reshape(image.shape[1], image.shape[2], 3).permute(2, 0, 1)
+    out = torch.tensor(np.array(out), dtype=torch.float32)
+    return out.reshape(image.shape[1], image.shape[2], 3).permute(2, 0, 1)
 
 
 def test_six_channel_normalisation_layout():
@@ -48,11 +50,50 @@ def test_resize_is_pil_bicubic():
 
 
 def test_constants_from_processor_config(tmp_path):
-    config = {"tvf_normalize_params": [{"mean": [0.484375, 0.455078125, 0.40625], "std": [0.228515625, 0.2236328125,
-               0.224609375]}, {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}]}
+    config = {"tvf_normalize_params": [
+        {"mean": [0.484375, 0.455078125, 0.40625], "std": [0.228515625, 0.2236328125, 0.224609375]},
+        {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]},
+    ]}
     (tmp_path / "preprocessor_config.json").write_text(json.dumps(config))
     norm = ImageNormalization.from_processor_config(tmp_path)
     assert norm.dino_mean == (0.484375, 0.455078125, 0.40625) and norm.siglip_std == (0.5, 0.5, 0.5)
+
+
+# VLA-Adapter's released preprocessor_config.json, `tvf_normalize_params` (DINOv2 first, then SigLIP)
+RELEASE_CONSTANTS = {
+    "dino_mean": (0.484375, 0.455078125, 0.40625),
+    "dino_std": (0.228515625, 0.2236328125, 0.224609375),
+    "siglip_mean": (0.5, 0.5, 0.5),
+    "siglip_std": (0.5, 0.5, 0.5),
+}
+
+
+def test_default_constants_are_the_releases_bf16_rounded_ones():
+    imagenet_and_siglip = {"dino_mean": (0.485, 0.456, 0.406), "dino_std": (0.229, 0.224, 0.225),
+                           "siglip_mean": (0.5, 0.5, 0.5), "siglip_std": (0.5, 0.5, 0.5)}
+    norm = ImageNormalization()
+    for name, values in imagenet_and_siglip.items():
+        bf16 = torch.tensor(values, dtype=torch.float64).bfloat16()
+        assert getattr(norm, name) == tuple(bf16.tolist()), name
+    assert dataclasses.asdict(norm) == RELEASE_CONSTANTS
+
+
+def test_the_first_directory_with_a_processor_gives_the_constants(tmp_path):
+    other = {"dino_mean": (0.25, 0.5, 0.75), "dino_std": (0.125, 0.25, 0.375),
+             "siglip_mean": (0.5, 0.25, 0.5), "siglip_std": (0.75, 0.5, 0.25)}
+    first, second, empty = tmp_path / "first", tmp_path / "second", tmp_path / "empty"
+    for directory, constants in ((first, other), (second, RELEASE_CONSTANTS), (empty, None)):
+        directory.mkdir()
+        if constants:
+            params = [{"mean": list(constants[f"{tower}_mean"]), "std": list(constants[f"{tower}_std"])}
+                      for tower in ("dino", "siglip")]
+            (directory / "preprocessor_config.json").write_text(json.dumps({"tvf_normalize_params": params}))
+    assert dataclasses.asdict(ImageNormalization.from_directories("", empty, first, second)) == other
+    assert dataclasses.asdict(ImageNormalization.from_directories(second, first)) == RELEASE_CONSTANTS
+    assert ImageNormalization.from_directories("", empty, tmp_path / "missing") == ImageNormalization()
+    (empty / "preprocessor_config.json").write_text(json.dumps({"image_mean": [0.5] * 3}))
+    with pytest.raises(ValueError, match="tvf_normalize_params"):
+        ImageNormalization.from_directories(empty, first)
 
 
 def test_augmentation_is_deterministic_per_sample_and_epoch():
@@ -61,7 +102,8 @@ def test_augmentation_is_deterministic_per_sample_and_epoch():
     assert sample_augment_params(0, 77, 2) != a and sample_augment_params(0, 78, 1) != a
     assert sample_augment_params(1, 77, 1) != a
     top, left, bottom, right = a.crop_box
-    assert (bottom - top) * (right - left) == pytest.approx(0.9) and (bottom - top) == pytest.approx(right - left)
+    assert (bottom - top) * (right - left) == pytest.approx(0.9)
+    assert (bottom - top) == pytest.approx(right - left)
     assert 0 <= top and bottom <= 1 and 0 <= left and right <= 1
     assert abs(a.brightness_delta) <= 0.2 and 0.8 <= a.contrast_factor <= 1.2 and abs(a.hue_delta) <= 0.05
 
@@ -71,7 +113,8 @@ def test_crop_and_resize_samples_like_tf():
     torch.testing.assert_close(crop_and_resize(image, IDENTITY_BOX), image)
     # box rows/cols [0.25, 0.75] of a 5-pixel axis sample pixel coordinates 1, 1.5, 2, 2.5, 3
     coords = torch.tensor([1.0, 1.5, 2.0, 2.5, 3.0])
-    torch.testing.assert_close(crop_and_resize(image, (0.25, 0.25, 0.75, 0.75))[0], coords[:, None] * 5 + coords[None])
+    cropped = crop_and_resize(image, (0.25, 0.25, 0.75, 0.75))[0]
+    torch.testing.assert_close(cropped, coords[:, None] * 5 + coords[None])
     box = center_crop_box(0.81)
     assert box == pytest.approx((0.05, 0.05, 0.95, 0.95))
 
@@ -86,9 +129,11 @@ def test_colour_ops_follow_tf_semantics():
     mean = image.mean(dim=(1, 2), keepdim=True)
     torch.testing.assert_close(contrast, ((image - mean) * 1.2 + mean).clamp(0, 1), atol=1e-5, rtol=0)
     saturated = adjust_saturation_hsv(image, 1.15)
-    torch.testing.assert_close(saturated, colorsys_apply(image, lambda h, s, v: (h, min(s * 1.15, 1.0), v)), atol=1e-5, rtol=0)
+    expected = colorsys_apply(image, lambda h, s, v: (h, min(s * 1.15, 1.0), v))
+    torch.testing.assert_close(saturated, expected, atol=1e-5, rtol=0)
     hued = augment_image(image, AugmentParams(IDENTITY_BOX, 0.0, 1.0, 1.0, 0.04))
-    torch.testing.assert_close(hued, colorsys_apply(image, lambda h, s, v: ((h + 0.04) % 1.0, s, v)), atol=1e-4, rtol=0)
+    expected = colorsys_apply(image, lambda h, s, v: ((h + 0.04) % 1.0, s, v))
+    torch.testing.assert_close(hued, expected, atol=1e-4, rtol=0)
 
 
 def test_augmented_and_center_cropped_pixels_differ_from_plain():
@@ -98,4 +143,5 @@ def test_augmented_and_center_cropped_pixels_differ_from_plain():
     cropped = build_pixel_values([image], 16, center_crop_area=0.9)
     assert augmented.shape == plain.shape == cropped.shape
     assert not torch.allclose(augmented, plain) and not torch.allclose(cropped, plain)
-    torch.testing.assert_close(build_pixel_values([image], 16, augment=sample_augment_params(0, 1, 0)), augmented)
+    again = build_pixel_values([image], 16, augment=sample_augment_params(0, 1, 0))
+    torch.testing.assert_close(again, augmented)

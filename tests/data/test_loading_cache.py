@@ -13,11 +13,12 @@ from craft_vla.data.image import (
     ImageNormalization,
     augment_image,
     build_pixel_values,
-    center_crop_box,
-    crop_and_resize,
+    center_crop,
     normalize_dual,
     resize_image,
     sample_augment_params,
+    to_uint8,
+    to_unit_float,
 )
 from craft_vla.data.normalize import normalize_bounds_q99
 from craft_vla.data.prompt import prompt_token_ids, vla_prompt_text
@@ -102,11 +103,12 @@ def per_image_pixel_values(images, size, norm, augment=None, center_crop_area=No
     """The image-by-image reference: resize, optional crop/augmentation, torchvision's normalize once per tower."""
     planes = []
     for image in images:
-        pixels = torch.from_numpy(np.array(resize_image(image, size))).permute(2, 0, 1).float() / 255
+        pixels = torch.from_numpy(np.array(resize_image(image, size))).permute(2, 0, 1)
         if augment is not None:
-            pixels = torch.round(augment_image(pixels, augment) * 255) / 255
+            pixels = to_uint8(augment_image(to_unit_float(pixels), augment))
         elif center_crop_area is not None:
-            pixels = torch.round(crop_and_resize(pixels, center_crop_box(center_crop_area)).clamp(0, 1) * 255) / 255
+            pixels = center_crop(pixels, center_crop_area)
+        pixels = pixels.float() / 255
         planes += [TF.normalize(pixels, list(norm.dino_mean), list(norm.dino_std)),
                    TF.normalize(pixels, list(norm.siglip_mean), list(norm.siglip_std))]
     return torch.cat(planes)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from craft_vla.demo.run import DemoConfig
+from craft_vla.demo.config import DemoConfig
 
 
 def test_default_world_has_one_object_and_zero_means_the_suite():
@@ -17,10 +17,10 @@ def test_default_world_has_one_object_and_zero_means_the_suite():
         ({"tasks": ("stack",), "objects": 1}, "--objects 2"),
         ({"tasks": ("fly",)}, "unknown \\['fly'\\]"),
         ({"tasks": ()}, "choose from"),
-        ({"objects": -1}, "objects must be >= 0"),
-        ({"precision": "fp16"}, "precision must be auto, bf16 or fp32"),
-        ({"execute_steps": 0}, "execute_steps must be >= 1"),
-        ({"action_noise": -0.1}, "action_noise is a standard deviation"),
+        ({"objects": -1}, "--objects must be >= 0"),
+        ({"precision": "fp16"}, "--precision must be one of auto, bf16, fp32"),
+        ({"execute_steps": 0}, "--execute_steps must be >= 1"),
+        ({"action_noise": -0.1}, "--action_noise must be >= 0"),
     ],
 )
 def test_bad_settings_are_refused(overrides, message):
@@ -32,11 +32,31 @@ def test_a_reference_task_runs_with_two_objects():
     assert DemoConfig(tasks=("stack", "reach"), objects=2).world().min_objects == 2
 
 
-def test_the_command_line_names_the_bad_setting_without_a_traceback():
-    from craft_vla.cli.demo import main
+def test_the_command_line_names_the_bad_setting_without_a_traceback(capsys):
+    from craft_vla.cli.main import main
 
-    with pytest.raises(SystemExit, match="need a reference object: use --objects 2"):
-        main(["--quick", "--tasks", "stack"])
+    assert main(["demo", "--quick", "--tasks", "stack"]) == 2
+    err = capsys.readouterr().err
+    assert "need a reference object: use --objects 2" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [(["--epsilon", "-1"], "--epsilon must be > 0; got -1"), (["--anchor_batch_size", "-4"], "--anchor_batch_size"),
+     (["--lambda_max", "-3"], "--lambda_max must be >= 0"), (["--steps", "0"], "--steps must be >= 1")],
+)
+def test_bad_flags_fail_before_any_work_naming_the_flag(flags, named, capsys, tmp_path):
+    from craft_vla.cli.main import main
+
+    assert main(["demo", "--cache_dir", str(tmp_path / "cache"), *flags]) == 2
+    assert named in capsys.readouterr().err
+    assert not (tmp_path / "cache").exists()  # refused before data generation or pretraining
+
+
+def test_quick_preset_is_the_yaml_and_flags_override_it():
+    quick = DemoConfig.preset("quick")
+    assert (quick.quick, quick.seeds, quick.methods, quick.steps) == (True, (0,), ("sft_full", "craft"), 60)
+    assert DemoConfig.preset("quick", steps=5).steps == 5
 
 
 def test_method_cost_puts_retention_runs_first_and_the_frozen_vlm_last():
@@ -62,18 +82,18 @@ def test_precision_and_adam_beta2_reach_the_trainer(tmp_path):
     assert base_finetune_config(DemoConfig(), tmp_path, tmp_path, tmp_path, tmp_path).precision == "fp32"
 
 
-def test_cached_dir_builds_once_and_yields_to_a_concurrent_run(tmp_path):
-    from craft_vla.demo.run import cached_dir
+def test_cached_build_builds_once_and_yields_to_a_concurrent_run(tmp_path):
+    from craft_vla.data.cache_dir import cached_build
 
     def build(tmp):
         (tmp / "made_here").write_text("1")
         (tmp_path / "key").mkdir()  # another run renamed its complete result into place meanwhile
         (tmp_path / "key" / "made_there").write_text("1")
 
-    final = cached_dir(tmp_path, "key", build)
+    final = cached_build(tmp_path / "key", build)
     assert sorted(p.name for p in final.iterdir()) == ["made_there"]
     assert [p.name for p in tmp_path.iterdir()] == ["key"]  # no temporary directory left behind
-    assert cached_dir(tmp_path, "key", lambda tmp: pytest.fail("rebuilt a cached result")) == final
+    assert cached_build(tmp_path / "key", lambda tmp: pytest.fail("rebuilt a cached result")) == final
 
 
 def test_auto_precision_is_bf16_exactly_where_the_cpu_has_bf16_matrix_instructions(monkeypatch):

@@ -9,7 +9,8 @@ import pytest
 from fake_libero import LineEnvFactory
 
 import craft_vla.eval.libero as libero_eval
-from craft_vla.cli.eval import LiberoCommand, build_chunk_policy, main
+from craft_vla.cli.main import main
+from craft_vla.eval.command import LiberoCommand, build_chunk_policy
 from craft_vla.eval.libero import LiberoEvalConfig, evaluate_libero, video_suffix
 from craft_vla.eval.libero_policy import RandomChunkPolicy, ReplayChunkPolicy
 from craft_vla.eval.libero_suites import LiberoTask
@@ -58,10 +59,10 @@ def test_a_whole_run_writes_results_and_compare_prints_them(tmp_path, monkeypatc
     assert replay_doc["config"]["protocol"]["settle_steps"] == 10 and replay_doc["timing"]["episodes"] == 6
     videos = sorted(p.name for p in (tmp_path / "replay" / "videos").iterdir())
     assert videos == ["libero_goal--task00--trial00.gif", "libero_goal--task01--trial00.gif"]
-    assert main(["compare", str(tmp_path / "still"), str(tmp_path / "replay")]) == 0
+    assert main(["eval", "compare", str(tmp_path / "still"), str(tmp_path / "replay")]) == 0
     table = capsys.readouterr().out
     assert "| libero_goal | 0: reach goal 0 | 0.0 % [0.0, 56.1] (0/3) | 100.0 % [43.9, 100.0] (3/3) | +100.0 |" in table
-    assert main([]) == 2 and main(["compare", "only-one"]) == 2
+    assert main(["eval"]) == 2 and main(["eval", "compare", "only-one", "two", "three"]) == 2
 
 
 def test_video_format_choice():

@@ -6,9 +6,8 @@ import pytest
 from fake_libero import LineEnvFactory
 
 from craft_vla.eval.libero_env import RenderingBackendError
-from craft_vla.eval.libero_episode import EpisodeSpec
+from craft_vla.eval.libero_episode import EpisodeSpec, run_libero_episodes
 from craft_vla.eval.libero_policy import RandomChunkPolicy, ReplayChunkPolicy
-from craft_vla.eval.parallel import run_episodes
 from craft_vla.eval.protocol import LiberoProtocol
 
 PROTOCOL = LiberoProtocol(jpeg_quality=None, settle_steps=3, num_open_loop_steps=3)
@@ -16,8 +15,9 @@ SETTLE = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0)
 
 
 def spec(task=0, trial=0, x0=0.0, goal=1.0, max_steps=20):
-    return EpisodeSpec(suite="fake", task_index=task, task=f"task{task}", instruction=f"reach {goal}", trial=trial,
-                       init_state=np.array([x0, goal]), bddl_file=f"task{task}.bddl", max_steps=max_steps)
+    return EpisodeSpec(suite="fake", task_index=task, task=f"task{task}", instruction=f"reach {goal}",
+                       trial=trial, init_state=np.array([x0, goal]), bddl_file=f"task{task}.bddl",
+                       max_steps=max_steps)
 
 
 def replay(rows=40, dx=0.1):
@@ -41,7 +41,7 @@ class Recording(ReplayChunkPolicy):
 
 def test_episode_follows_the_protocol_and_executes_chunks_in_order():
     factory, policy = LineEnvFactory(), Recording(replay())
-    [result] = run_episodes([spec()], policy, factory, PROTOCOL, progress=False)
+    [result] = run_libero_episodes([spec()], policy, factory, PROTOCOL, progress=False)
     # x grows by 0.1 per step from 0: the goal 1.0 is reached at the 10th policy step
     assert result.success and result.steps == 10 and result.error == ""
     log = factory.made[0].log
@@ -60,7 +60,8 @@ def test_episode_follows_the_protocol_and_executes_chunks_in_order():
 def test_step_limit_and_episode_errors_are_failures():
     factory = LineEnvFactory()
     episodes = [spec(trial=0, goal=100.0, max_steps=7), spec(trial=1, goal=-1.0), spec(trial=2, goal=0.25)]
-    limit, error, ok = run_episodes(episodes, ReplayChunkPolicy(replay()), factory, PROTOCOL, progress=False)
+    limit, error, ok = run_libero_episodes(episodes, ReplayChunkPolicy(replay()), factory, PROTOCOL,
+                                           progress=False)
     assert not limit.success and limit.steps == 7 and limit.error == ""
     assert not error.success and "simulated physics failure" in error.error
     assert ok.success and ok.steps == 3
@@ -83,19 +84,23 @@ def _outcomes(results):
 
 def test_two_worker_processes_give_the_same_outcomes_as_one():
     episodes, policy = _mixed_episodes(), ReplayChunkPolicy(replay(dx=0.15))
-    one = run_episodes(episodes, policy, LineEnvFactory(), PROTOCOL, num_envs=1, progress=False)
-    two = run_episodes(episodes, policy, LineEnvFactory(), PROTOCOL, num_envs=2, progress=False)
+    one = run_libero_episodes(episodes, policy, LineEnvFactory(), PROTOCOL, num_envs=1, progress=False)
+    two = run_libero_episodes(episodes, policy, LineEnvFactory(), PROTOCOL, num_envs=2, progress=False)
     assert _outcomes(one) == _outcomes(two)
     assert [(r.task_index, r.trial) for r in two] == [(e.task_index, e.trial) for e in episodes]
     assert 0 < sum(r.success for r in one) < len(one)  # the comparison covers both outcomes
-    random_one = run_episodes(episodes, RandomChunkPolicy(), LineEnvFactory(), PROTOCOL, num_envs=1, progress=False)
-    random_two = run_episodes(episodes, RandomChunkPolicy(), LineEnvFactory(), PROTOCOL, num_envs=2, progress=False)
+    random_one, random_two = (
+        run_libero_episodes(episodes, RandomChunkPolicy(), LineEnvFactory(), PROTOCOL, num_envs=n,
+                            progress=False)
+        for n in (1, 2)
+    )
     assert _outcomes(random_one) == _outcomes(random_two)
 
 
 def test_a_policy_with_the_wrong_action_dimension_is_refused():
     with pytest.raises(ValueError, match="6 delta EEF dims"):
-        run_episodes([spec()], ReplayChunkPolicy(np.zeros((8, 4))), LineEnvFactory(), PROTOCOL, progress=False)
+        run_libero_episodes([spec()], ReplayChunkPolicy(np.zeros((8, 4))), LineEnvFactory(), PROTOCOL,
+                            progress=False)
 
 
 class BrokenRenderer:
@@ -106,5 +111,5 @@ class BrokenRenderer:
 @pytest.mark.parametrize("num_envs", [1, 2])
 def test_a_renderer_failure_stops_the_run_with_the_fix(num_envs):
     with pytest.raises(RenderingBackendError, match="MUJOCO_GL=osmesa PYOPENGL_PLATFORM=osmesa"):
-        run_episodes([spec(), spec(trial=1)], ReplayChunkPolicy(replay()), BrokenRenderer(), PROTOCOL,
+        run_libero_episodes([spec(), spec(trial=1)], ReplayChunkPolicy(replay()), BrokenRenderer(), PROTOCOL,
                      num_envs=num_envs, progress=False)

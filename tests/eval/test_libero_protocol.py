@@ -1,15 +1,20 @@
 """The LIBERO protocol pieces against values computed by hand (no simulator)."""
 
+import io
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
+from craft_vla.data.image_codec import decode_image, encode_image
 from craft_vla.eval.protocol import (
     MAX_EPISODE_STEPS,
     LiberoProtocol,
     base_suite,
     gripper_to_env,
+    jpeg_roundtrip,
     libero_proprio,
     max_episode_steps,
     open_loop_actions,
@@ -17,6 +22,8 @@ from craft_vla.eval.protocol import (
     rotate_180,
     stored_frame,
 )
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 def test_rotate_180_reverses_rows_and_columns():
@@ -30,8 +37,45 @@ def test_stored_frame_is_rotated_then_jpeg_round_tripped():
     protocol = LiberoProtocol()
     frame = stored_frame(image, protocol)
     assert frame.shape == (16, 16, 3) and frame.dtype == np.uint8
-    assert np.abs(frame[8:].astype(int) - 200).max() <= 8 and frame[:8].max() <= 8  # bright half now at the bottom
+    # the bright half is now at the bottom
+    assert np.abs(frame[8:].astype(int) - 200).max() <= 8 and frame[:8].max() <= 8
     assert (stored_frame(image, LiberoProtocol(jpeg_quality=None)) == rotate_180(image)).all()
+
+
+def jpeg_frames() -> list[np.ndarray]:
+    """The real LIBERO observation (both views; the agent view also at 256 px, as simulated), noise."""
+    data = np.load(FIXTURES / "libero_spatial_observation.npz")
+    rng = np.random.default_rng(0)
+    full_256 = np.asarray(Image.fromarray(data["full_image"]).resize((256, 256), Image.LANCZOS))
+    noise = [rng.integers(0, 256, shape, dtype=np.uint8) for shape in ((256, 256, 3), (61, 45, 3))]
+    return [data["full_image"], data["wrist_image"], full_256, *noise]
+
+
+def test_jpeg_round_trip_decodes_like_the_rlds_reader():
+    """Evaluation frames go through the decoder that reads the training frames (TF's settings), not PIL's."""
+    for frame in jpeg_frames():
+        got = jpeg_roundtrip(frame, 95)
+        assert got.shape == frame.shape and got.dtype == np.uint8
+        data = encode_image(frame, "jpeg", 95)
+        np.testing.assert_array_equal(got, decode_image(data))
+        pil = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+        assert (pil != got).mean() > 0.3  # PIL's accurate DCT decodes other pixels
+
+
+@pytest.mark.parametrize("name", ["real", "noise"])
+def test_jpeg_round_trip_equals_tensorflows_stored_output(name):
+    """`encode_jpeg` (defaults: quality 95, 4:2:0), then `decode_image`, as OpenVLA-OFT's LIBERO utils do."""
+    ref = np.load(FIXTURES / "tf_image_reference.npz")
+    np.testing.assert_array_equal(jpeg_roundtrip(ref[f"{name}/frame"], 95), ref[f"{name}/jpeg"])
+
+
+@pytest.mark.tf
+def test_jpeg_round_trip_equals_tensorflow():
+    tf = pytest.importorskip("tensorflow")
+    for frame in jpeg_frames():
+        encoded = tf.image.encode_jpeg(frame)
+        expected = tf.io.decode_image(encoded, expand_animations=False, dtype=tf.uint8).numpy()
+        np.testing.assert_array_equal(jpeg_roundtrip(frame, 95), expected)
 
 
 @pytest.mark.parametrize(
@@ -40,7 +84,8 @@ def test_stored_frame_is_rotated_then_jpeg_round_tripped():
         ((0.0, 0.0, 0.0, 1.0), (0.0, 0.0, 0.0)),  # identity
         ((0.0, 0.0, math.sin(math.pi / 4), math.cos(math.pi / 4)), (0.0, 0.0, math.pi / 2)),  # 90° about z
         ((1.0, 0.0, 0.0, 0.0), (math.pi, 0.0, 0.0)),  # 180° about x
-        ((0.0, 0.0, math.sin(3 * math.pi / 4), math.cos(3 * math.pi / 4)), (0.0, 0.0, 1.5 * math.pi)),  # w < 0
+        # w < 0
+        ((0.0, 0.0, math.sin(3 * math.pi / 4), math.cos(3 * math.pi / 4)), (0.0, 0.0, 1.5 * math.pi)),
         ((0.0, math.sin(math.pi / 6), 0.0, math.cos(math.pi / 6)), (0.0, math.pi / 3, 0.0)),  # 60° about y
         ((1e-9, 0.0, 0.0, 1.0), (0.0, 0.0, 0.0)),  # near zero rotation
         ((0.0, 0.0, 0.0, 1.0 + 1e-12), (0.0, 0.0, 0.0)),  # w just above 1 (clipped)

@@ -34,9 +34,11 @@ def _episodes(suite, successes_per_task):
 
 
 def test_summary_counts_per_task_and_per_suite():
-    summary = summarise(_episodes("libero_spatial", [(5, 10), (0, 10)]) + _episodes("libero_spatial_swap", [(1, 2)]))
+    episodes = _episodes("libero_spatial", [(5, 10), (0, 10)]) + _episodes("libero_spatial_swap", [(1, 2)])
+    summary = summarise(episodes)
     rates = [(r["suite"], r["task_index"], r["successes"], r["trials"]) for r in summary["tasks"]]
-    assert rates == [("libero_spatial", 0, 5, 10), ("libero_spatial", 1, 0, 10), ("libero_spatial_swap", 0, 1, 2)]
+    assert rates == [("libero_spatial", 0, 5, 10), ("libero_spatial", 1, 0, 10),
+                     ("libero_spatial_swap", 0, 1, 2)]
     spatial, swap = summary["suites"]
     assert (spatial["successes"], spatial["trials"], spatial["success_rate"]) == (5, 20, 0.25)
     assert spatial["ci95"] == pytest.approx(wilson_interval(5, 20))
@@ -52,7 +54,8 @@ def test_results_files_round_trip_and_compare(tmp_path):
     assert loaded["suites"] == a["suites"] and len(loaded["episodes"]) == 20
     assert "| libero_goal | 0: do 0 | 50.0 % [23.7, 76.3] (5/10) |" in md_a.read_text()
     table = compare_table(loaded, load_results(tmp_path / "b" / "results.json"), "sft", "craft")
-    assert "| libero_goal | 0: do 0 | 50.0 % [23.7, 76.3] (5/10) | 80.0 % [49.0, 94.3] (8/10) | +30.0 |" in table
+    row = "| libero_goal | 0: do 0 | 50.0 % [23.7, 76.3] (5/10) | 80.0 % [49.0, 94.3] (8/10) | +30.0 |"
+    assert row in table
     assert "| libero_goal | all | 75.0 %" in table and "+15.0 |" in table
     with pytest.raises(FileNotFoundError, match="results.json"):
         load_results(tmp_path / "missing")

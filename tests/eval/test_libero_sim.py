@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 pytestmark = pytest.mark.libero
-FIXTURE = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "libero_spatial_observation.npz"
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "libero_spatial_observation.npz"
 
 
 @pytest.fixture(autouse=True)
@@ -26,11 +26,11 @@ def test_a_tiny_random_model_evaluates_two_libero_spatial_episodes(tmp_path):
     """The command as a user types it: checkpoint -> 2 worker processes -> results, video, table."""
     from tiny_vla import save_tiny_checkpoint
 
-    from craft_vla.cli.eval import main
+    from craft_vla.cli.main import main
 
     checkpoint = save_tiny_checkpoint(tmp_path / "ckpt")
     out = tmp_path / "eval"
-    assert main(["libero", "--pretrained_checkpoint", str(checkpoint), "--suite", "libero_spatial", "--tasks", "0",
+    assert main(["eval", "libero", "--pretrained_checkpoint", str(checkpoint), "--suite", "libero_spatial", "--tasks", "0",
                  "--num_trials_per_task", "2", "--num_envs", "2", "--save_videos", "1", "--video_format", "gif",
                  "--out_dir", str(out), "--progress", "false"]) == 0
     document = json.loads((out / "results.json").read_text())
@@ -79,7 +79,7 @@ def test_an_episode_does_not_depend_on_the_episodes_before_it():
     from craft_vla.eval.libero_episode import EpisodeSpec, EpisodeWorker
     from craft_vla.eval.libero_policy import RandomChunkPolicy
     from craft_vla.eval.libero_suites import load_init_states, load_tasks
-    from craft_vla.eval.protocol import LiberoProtocol, gripper_to_env
+    from craft_vla.eval.protocol import LiberoProtocol
 
     task = load_tasks("libero_spatial")[0]
     states = load_init_states(task, 2)
@@ -91,7 +91,7 @@ def test_an_episode_does_not_depend_on_the_episodes_before_it():
     def run(worker, spec):
         kind, obs = worker.start(spec)
         for chunk in chunks:
-            kind, obs = worker.act(gripper_to_env(chunk[:4]))
+            kind, obs = worker.act(chunk[:4])  # the worker maps the gripper for the environment
         assert kind == "obs"
         return obs
 

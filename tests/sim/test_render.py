@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from craft_vla.sim.attributes import COLOURS, MATERIALS, SHAPES, SIZES
-from craft_vla.sim.benchmark import expert_states, render_ms
+from craft_vla.sim.demonstrations import expert_states
 from craft_vla.sim.episodes import make_episode
-from craft_vla.sim.render import Renderer
+from craft_vla.sim.render import Renderer, render_ms
 from craft_vla.sim.world import Scene, WorldConfig
 
 

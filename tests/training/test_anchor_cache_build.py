@@ -32,7 +32,7 @@ RAW, AQ = 2, 4
 
 def cache_config(data_root: Path, tmp: Path, **overrides) -> FinetuneConfig:
     base = FinetuneConfig(
-        data_root_dir=data_root, dataset_name="toy_tabletop", run_root_dir=tmp / "runs", use_lora=False,
+        model="tiny", data_root_dir=data_root, dataset_name="toy_tabletop", run_root_dir=tmp / "runs", use_lora=False,
         image_aug=False, use_craft=True, craft_raw_layer=RAW, craft_aq_layer=AQ, batch_size=4,
         craft_cache_shard_size=8, craft_cache_path=str(tmp / "cache"),
     )
@@ -150,9 +150,32 @@ def test_damaged_shard_is_detected_by_verify_and_by_training(built, tmp_path, ca
     damage(shard, how)
     capsys.readouterr()
     assert craft_vla(["cache", "verify", str(root)]) == 1
-    assert shard.name in capsys.readouterr().out
+    assert shard.name in capsys.readouterr().err
+    assert craft_vla(["cache", "info", str(root)]) == 1  # never describes data that is not there
+    assert shard.name in capsys.readouterr().err
     with pytest.raises(CacheError, match=re.escape(shard.name)):
         build_run(dataclasses.replace(cfg, craft_cache_path=str(root)))
+
+
+@pytest.mark.parametrize("interrupted", [False, True])
+@pytest.mark.parametrize("how", ["truncate", "alter"])
+def test_a_rerun_rebuilds_a_damaged_shard_and_never_hides_it(built, tmp_path, capsys, how, interrupted):
+    """The README's resume step on a finished (or interrupted) cache with one damaged shard: the rerun finds
+    the shard by its recorded checksum, rebuilds it, and ends with the uninterrupted build's bytes."""
+    cfg, cache = built
+    root = interrupted_copy(cache, tmp_path / "cache") if interrupted else tmp_path / "cache"
+    if not interrupted:
+        shutil.copytree(cache.root, root)
+    damaged = root / cache.meta["shards"][1]["file"]
+    damage(damaged, how)
+    capsys.readouterr()
+    assert build_cache_cli.main(cli_args(dataclasses.replace(cfg, craft_cache_path=str(root)))) == 0
+    assert damaged.name in capsys.readouterr().out  # said so on the console
+    assert damaged.read_bytes() == (cache.root / damaged.name).read_bytes()
+    rebuilt = json.loads((root / META).read_text())
+    for key in ("fingerprint", "spread", "num_samples", "shards"):
+        assert rebuilt[key] == cache.meta[key], key
+    assert craft_vla(["cache", "verify", str(root)]) == 0
 
 
 def foreign_config(cfg: FinetuneConfig, field: str, tmp_path: Path, other_data: Path) -> FinetuneConfig:

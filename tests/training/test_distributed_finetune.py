@@ -30,7 +30,7 @@ STEPS = 5
 def base(rlds_root, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dist")
     cfg = FinetuneConfig(
-        data_root_dir=rlds_root, dataset_name="toy_tabletop", run_root_dir=tmp / "runs", batch_size=2,
+        model="tiny", data_root_dir=rlds_root, dataset_name="toy_tabletop", run_root_dir=tmp / "runs", batch_size=2,
         grad_accumulation_steps=2, max_steps=STEPS, save_freq=100, use_lora=False, image_aug=False,
         head_input_noise_std=0.0, optimizer="sgd", learning_rate=1e-4, use_craft=True, craft_cache_path=str(tmp / "cache"),
         craft_raw_layer=2, craft_aq_layer=4, craft_epsilon=0.002, craft_dual_lr=1.0, craft_anchor_batch_size=2,
@@ -61,8 +61,8 @@ def test_two_processes_match_one(base, mode):
 
 
 def test_kill_minus_nine_then_resume_equals_uninterrupted(rlds_root, tmp_path):
-    cfg = FinetuneConfig(data_root_dir=rlds_root, dataset_name="toy_tabletop", run_root_dir=tmp_path, batch_size=2,
-                         max_steps=40, save_freq=4, use_lora=False, run_id_override="killed", learning_rate=1e-3)
+    cfg = FinetuneConfig(model="tiny", data_root_dir=rlds_root, dataset_name="toy_tabletop", run_root_dir=tmp_path,
+                         batch_size=2, max_steps=40, save_freq=4, use_lora=False, run_id_override="killed", learning_rate=1e-3)
     config_path = tmp_path / "cfg.yaml"
     config_path.write_text(draccus.dump(cfg))
     cmd = [sys.executable, "-m", "craft_vla.cli.finetune", "--config_path", str(config_path)]

@@ -20,7 +20,7 @@ from craft_vla.training.step import warmup_then_decay
 
 def config(rlds_root, tmp_path, **overrides) -> FinetuneConfig:
     base = FinetuneConfig(
-        data_root_dir=rlds_root, dataset_name="toy_tabletop", run_root_dir=tmp_path / "runs", batch_size=4,
+        model="tiny", data_root_dir=rlds_root, dataset_name="toy_tabletop", run_root_dir=tmp_path / "runs", batch_size=4,
         max_steps=4, save_freq=100, use_lora=False, image_aug=True, lr_warmup_steps=2, num_steps_before_decay=3,
         learning_rate=1e-3,
     )

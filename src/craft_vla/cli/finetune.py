@@ -1,29 +1,17 @@
-"""`craft-vla finetune [--flag value ...]`: VLA-Adapter fine-tuning, with `--use_craft True` for CRaFT.
+"""`python -m craft_vla.cli.finetune` (for torchrun): the same as `craft-vla finetune`.
 
-Flags are `FinetuneConfig`'s (draccus); `--config_path FILE.yaml` loads a saved config first.
-Multi-GPU: `torchrun --nproc-per-node N -m craft_vla.cli.finetune --distributed ddp ...`.
+    torchrun --nproc-per-node N -m craft_vla.cli.finetune --distributed ddp ...
 """
 
 from __future__ import annotations
 
 import sys
 
-import draccus
-
-from craft_vla.training.config import FinetuneConfig
-
-
-def parse_config(argv: list[str] | None) -> FinetuneConfig:
-    """The fine-tuning flags (draccus), from `argv` or the command line."""
-    return draccus.parse(config_class=FinetuneConfig, args=sys.argv[1:] if argv is None else argv)
+from craft_vla.cli.main import run_command
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = parse_config(argv)
-    from craft_vla.training.finetune import finetune
-
-    finetune(cfg)
-    return 0
+    return run_command("finetune", sys.argv[1:] if argv is None else argv)
 
 
 if __name__ == "__main__":

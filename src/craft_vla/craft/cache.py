@@ -5,9 +5,11 @@ A directory:
     meta.json                          format version, fingerprint, feature spread S, shard list
     shard-00000-of-00002.safetensors   "sample_ids" int64 (N,), "features" (N, F)
 
-`build.json` is written first, shards are written to a temporary name and renamed when complete, so
-an interrupted build resumes by skipping complete shards (only if `build.json` matches: the shards
-of another build are never reused); `meta.json` is written last. The reader memory-maps the shards.
+`build.json` is written first, shards are written to a temporary name and renamed when complete, each
+with its checksum beside it (`shard-....safetensors.sha256`), so an interrupted or repeated build skips
+exactly the shards whose bytes still have their checksum (only if `build.json` matches: the shards of
+another build are never reused) and rebuilds the others; `meta.json` is written last. The reader
+memory-maps the shards.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ FORMAT_VERSION = 1
 META = "meta.json"
 BUILD = "build.json"
 _NUMPY_DTYPES = {"F32": np.float32, "F16": np.float16, "I64": np.int64}
+
+
+REBUILD = "rerun the same `craft-vla build-cache` command: it rebuilds damaged or missing shards"
 
 
 class CacheError(ValueError):
@@ -56,13 +61,42 @@ def file_sha256(path: Path) -> str:
 
 
 def write_shard(path: Path, sample_ids: torch.Tensor, features: torch.Tensor) -> None:
-    """Write one shard atomically: (N,) int64 ids and (N, F) features."""
+    """Write one shard atomically: (N,) int64 ids and (N, F) features, and its checksum beside it.
+
+    The checksum is recorded before the shard takes its name, so every complete shard can be verified
+    when a rerun of the build decides whether to keep it.
+    """
     if sample_ids.ndim != 1 or features.ndim != 2 or len(sample_ids) != len(features):
-        raise ValueError(f"shard needs ids (N,) and features (N, F), got {tuple(sample_ids.shape)} and {tuple(features.shape)}")
+        raise ValueError(
+            f"shard needs ids (N,) and features (N, F), got {tuple(sample_ids.shape)} and {tuple(features.shape)}"
+        )
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    save_file({"sample_ids": sample_ids.to(torch.int64).contiguous(), "features": features.contiguous()}, str(tmp))
+    tensors = {"sample_ids": sample_ids.to(torch.int64).contiguous(), "features": features.contiguous()}
+    save_file(tensors, str(tmp))
+    _atomic_write_bytes(checksum_path(path), file_sha256(tmp).encode())
     os.replace(tmp, path)
+
+
+def checksum_path(shard: Path) -> Path:
+    return shard.with_name(shard.name + ".sha256")
+
+
+def recorded_checksum(shard: Path) -> str | None:
+    """The checksum written with `shard`, else the one its cache's meta.json lists, else None."""
+    if checksum_path(shard).exists():
+        return checksum_path(shard).read_text().strip()
+    meta = shard.parent / META
+    if meta.exists():
+        listed = {s["file"]: s["sha256"] for s in json.loads(meta.read_text()).get("shards", [])}
+        return listed.get(shard.name)
+    return None
+
+
+def shard_is_intact(shard: Path) -> bool:
+    """Whether `shard` exists and its bytes have the checksum recorded when it was written."""
+    recorded = recorded_checksum(shard)
+    return shard.exists() and recorded is not None and file_sha256(shard) == recorded
 
 
 def build_plan(fingerprint: Mapping[str, Any], sample_ids: Iterable[int], shard_size: int) -> dict[str, Any]:
@@ -122,7 +156,7 @@ def _memmap_safetensors(path: Path) -> dict[str, np.ndarray]:
             continue
         start, end = info["data_offsets"]
         if 8 + header_len + end > size:
-            raise CacheError(f"{path}: truncated (tensor {name!r} ends past the end of the file); rebuild this shard")
+            raise CacheError(f"{path}: truncated (tensor {name!r} ends past the end of the file); {REBUILD}")
         dtype = _NUMPY_DTYPES.get(info["dtype"])
         if dtype is None:
             raise CacheError(f"{path}: tensor {name!r} has dtype {info['dtype']}; the cache stores F32, F16 or I64")
@@ -142,6 +176,19 @@ def feature_spread(features: np.ndarray, part_dims: Mapping[str, int]) -> dict[s
     return spread
 
 
+def resolve_epsilon(epsilon: float, mode: str, spread: Mapping[str, float], parts: str) -> float:
+    """The budget ε in L_ret's units: `absolute` as given, `relative` as a fraction of the spread S of the
+    anchored parts (S of "raw" or "aq" alone when only that part is anchored, of all features for "both")."""
+    if mode == "absolute":
+        return epsilon
+    if mode != "relative":
+        raise ValueError(f"epsilon mode must be relative or absolute, got {mode!r}")
+    part = "all" if parts == "both" else parts
+    if part not in spread:
+        raise CacheError(f"the cache records no feature spread for part {part!r} (it has {sorted(spread)}); rebuild it")
+    return epsilon * spread[part]
+
+
 def finalize_cache(root: Path, fingerprint: Mapping[str, Any], num_shards: int, part_dims: Mapping[str, int], extra: Mapping[str, Any] | None = None) -> dict:
     """Check that every shard is there, compute S, write meta.json last (atomically)."""
     root = Path(root)
@@ -149,6 +196,9 @@ def finalize_cache(root: Path, fingerprint: Mapping[str, Any], num_shards: int, 
     missing = [n for n in names if not (root / n).exists()]
     if missing:
         raise CacheError(f"{root}: shards missing: {missing}; rerun the build to complete them")
+    damaged = [n for n in names if not shard_is_intact(root / n)]
+    if damaged:
+        raise CacheError(f"{root}: shards {damaged} differ from their recorded checksums; {REBUILD}")
     arrays = [_memmap_safetensors(root / n) for n in names]
     ids = np.concatenate([a["sample_ids"] for a in arrays])
     features = np.concatenate([a["features"] for a in arrays])
@@ -198,10 +248,10 @@ class AnchorCache:
         for shard in self.meta["shards"]:
             path = self.root / shard["file"]
             if not path.exists():
-                raise CacheError(f"{path}: shard missing; rebuild the cache")
+                raise CacheError(f"{path}: shard missing; {REBUILD}")
             a = _memmap_safetensors(path)
             if len(a["sample_ids"]) != shard["num_samples"]:
-                raise CacheError(f"{path}: {len(a['sample_ids'])} samples, meta.json says {shard['num_samples']}; rebuild")
+                raise CacheError(f"{path}: {len(a['sample_ids'])} samples, meta.json says {shard['num_samples']}; {REBUILD}")
             arrays.append(a)
         self._features = [a["features"] for a in arrays]
         ids = np.concatenate([a["sample_ids"] for a in arrays])
@@ -216,9 +266,9 @@ class AnchorCache:
         for shard in self.meta["shards"]:
             path = self.root / shard["file"]
             if not path.exists():
-                raise CacheError(f"{path}: shard missing")
+                raise CacheError(f"{path}: shard missing; {REBUILD}")
             if file_sha256(path) != shard["sha256"]:
-                raise CacheError(f"{path}: checksum differs from meta.json (truncated or altered); rebuild the cache")
+                raise CacheError(f"{path}: checksum differs from meta.json (truncated or altered); {REBUILD}")
 
     def __len__(self) -> int:
         return len(self.sample_ids)

@@ -34,7 +34,9 @@ class SampleConfig:
 
     `image_views` name the cameras of the dataset kind ("primary", "wrist"); `center_crop_area`
     applies the inference centre crop when `augment` is off (set it to the training crop area
-    for policies trained with augmentation); `action_dim` (optional) is checked against the data.
+    for policies trained with augmentation); `image_normalization` holds the vision towers'
+    constants (for a model with a processor, `ImageNormalization.from_directories(...)`);
+    `action_dim` (optional) is checked against the data.
     """
 
     image_size: int = 224
@@ -47,6 +49,7 @@ class SampleConfig:
     num_action_queries: int = 64
     seed: int = 0
     resize_method: str = "bicubic"
+    image_normalization: ImageNormalization = field(default_factory=ImageNormalization)
     system_prompt: str | None = OPENVLA_QWEN_SYSTEM_PROMPT
     action_dim: int | None = None
 
@@ -80,12 +83,10 @@ class VLADataset(Dataset):
         config: SampleConfig | None = None,
         statistics: Mapping[str, DatasetStatistics] | None = None,
         kinds: Mapping[str, str | DatasetKind] | None = None,
-        normalization: ImageNormalization | None = None,
         statistics_source: str = "statistics",
     ) -> None:
         self.config = config or SampleConfig()
         self.tokenizer = tokenizer
-        self.normalization = normalization or ImageNormalization()
         self.readers = sorted(readers, key=lambda r: r.name)
         names = [r.name for r in self.readers]
         if len(set(names)) != len(names):
@@ -105,6 +106,11 @@ class VLADataset(Dataset):
         self._last_episode: tuple[tuple[int, int], EpisodeTargets] | None = None
         ids = [sample_ids_for_episodes(d, reader.episode_lengths) for d, reader in enumerate(self.readers)]
         self.sample_ids = np.concatenate(ids) if ids else np.zeros(0, dtype=np.int64)
+
+    @property
+    def normalization(self) -> ImageNormalization:
+        """The image constants of the samples (`config.image_normalization`)."""
+        return self.config.image_normalization
 
     @property
     def dataset_names(self) -> list[str]:

@@ -36,7 +36,8 @@ def decode_image(data: bytes, channels: int = 3, where: str = "image", jpeg_dct:
             array = simplejpeg.decode_jpeg(data, colorspace="RGB" if channels == 3 else "GRAY",
                                            fastdct=jpeg_dct == "fast", fastupsample=False)
         except ValueError as e:
-            raise ImageDecodeError(f"{where}: could not decode the stored JPEG ({len(data)} bytes): {e}") from e
+            message = f"{where}: could not decode the stored JPEG ({len(data)} bytes): {e}"
+            raise ImageDecodeError(message) from e
         return array
     try:
         with Image.open(io.BytesIO(data)) as image:
@@ -48,14 +49,19 @@ def decode_image(data: bytes, channels: int = 3, where: str = "image", jpeg_dct:
 
 
 def encode_image(array: np.ndarray, image_format: str = "jpeg", quality: int = 95) -> bytes:
-    """Encode uint8 (H, W, C) as JPEG or PNG bytes."""
+    """Encode uint8 (H, W, C) as JPEG or PNG bytes.
+
+    JPEG as TensorFlow's `encode_jpeg` defaults (which TFDS and OpenVLA-OFT's LIBERO utilities use): libjpeg
+    at `quality` (TF's default 95), 4:2:0 chroma, accurate integer DCT; the decoded pixels equal those of TF's
+    bytes (the headers differ). simplejpeg's encoder does not match them, so PIL encodes.
+    """
     array = np.asarray(array)
     if array.dtype != np.uint8 or array.ndim != 3 or array.shape[-1] not in _MODES:
         raise ValueError(f"expected a uint8 image (H, W, 1|3|4), found {array.dtype} {array.shape}")
     image = Image.fromarray(array[:, :, 0] if array.shape[-1] == 1 else array)
     buffer = io.BytesIO()
     if image_format == "jpeg":
-        image.save(buffer, format="JPEG", quality=quality)
+        image.save(buffer, format="JPEG", quality=quality, subsampling="4:2:0")
     elif image_format == "png":
         image.save(buffer, format="PNG")
     else:

@@ -5,8 +5,8 @@ Layout: `<root>/<name>/<version>/` holds `dataset_info.json`, `features.json` an
 the features under `steps` are stacked over the episode's steps (see `tfds_features`).
 
 The shards are indexed once (shard, byte offset, length and number of steps of each episode);
-the index is cached as JSON (in `~/.cache/craft_vla/rlds_index` unless told otherwise) and
-rebuilt when a shard's size or mtime changes. `get_step(episode, step)` then reads and parses
+the index is cached as JSON (in `cache_dir("rlds_index")` unless told otherwise) and rebuilt when a
+shard's size or mtime changes. `get_step(episode, step)` then reads and parses
 only that episode's record and decodes only that step's images; the last parsed episodes are
 kept. A reader pickles without its open files, so DataLoader workers (fork or spawn) use it.
 """
@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from craft_vla.data.cache_dir import cache_dir
 from craft_vla.data.example_proto import decode_example
 from craft_vla.data.image_codec import decode_image
 from craft_vla.data.nesting import nest_flat
@@ -38,13 +39,6 @@ SHARD_TEMPLATE = "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}"
 
 class RLDSFormatError(ValueError):
     """An RLDS dataset whose files disagree with their own description."""
-
-
-def default_cache_dir() -> Path:
-    """`$CRAFT_VLA_CACHE_DIR`, else `$XDG_CACHE_HOME/craft_vla`, else `~/.cache/craft_vla`."""
-    if os.environ.get("CRAFT_VLA_CACHE_DIR"):
-        return Path(os.environ["CRAFT_VLA_CACHE_DIR"])
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "craft_vla"
 
 
 def resolve_dataset_dir(path: str | Path, name: str | None = None, version: str | None = None) -> Path:
@@ -187,7 +181,7 @@ class RLDSReader:
         self.shards = shard_paths(self.data_dir, self.info, split)
         self.verify_checksums = verify_checksums
         self.episode_cache_size = episode_cache_size
-        self.index_dir = Path(index_dir) if index_dir is not None else default_cache_dir() / "rlds_index"
+        self.index_dir = Path(index_dir) if index_dir is not None else cache_dir("rlds_index")
         self._index = self._load_or_build_index()
         self.episode_lengths = self._index["num_steps"]
         self._fds: dict[int, int] = {}
@@ -348,5 +342,5 @@ class RLDSReader:
                 yield episode, step, self.get_step(episode, step)
 
 
-__all__ = ["EpisodeRecord", "RLDSFormatError", "RLDSReader", "TFRecordError", "default_cache_dir",
+__all__ = ["EpisodeRecord", "RLDSFormatError", "RLDSReader", "TFRecordError",
            "parse_episode", "resolve_dataset_dir", "shard_paths"]

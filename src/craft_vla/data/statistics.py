@@ -26,10 +26,10 @@ def compute_dataset_statistics(reader: RLDSReader, kind: str | DatasetKind, use_
     actions, proprios = [], []
     for episode in range(reader.num_episodes):
         fields = reader.step_fields(episode)
-        actions.append(kind.action_fn(fields))
+        actions.append(require_finite(kind.action_fn(fields), "action", reader, episode))
         proprio = kind.proprio_fn(fields)
         if proprio is not None:
-            proprios.append(proprio)
+            proprios.append(require_finite(proprio, "proprio", reader, episode))
     action = np.concatenate(actions)
     stats = DatasetStatistics(
         action=compute_norm_stats(action, kind.action_mask_fn(action.shape[-1])),
@@ -44,3 +44,16 @@ def compute_dataset_statistics(reader: RLDSReader, kind: str | DatasetKind, use_
         tmp.write_text(json.dumps({"files": reader.fingerprint(), "statistics": stats.to_json()}))
         os.replace(tmp, cache)
     return stats
+
+
+def require_finite(values: np.ndarray, name: str, reader: RLDSReader, episode: int) -> np.ndarray:
+    """`values` (T, D) of one episode, or an error naming the first non-finite step: one NaN would make
+    the statistics, every normalised sample and so the whole run NaN."""
+    bad = ~np.isfinite(np.asarray(values, dtype=np.float64))
+    if bad.any():
+        step, dim = (int(i[0]) for i in np.nonzero(bad))
+        raise ValueError(
+            f"{reader.data_dir}: episode {episode}, step {step}: {name}[{dim}] is {values[step][dim]}; "
+            f"the {name}s must be finite: fix or drop this episode ({int(bad.any(axis=-1).sum())} steps affected)"
+        )
+    return values

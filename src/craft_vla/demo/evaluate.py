@@ -7,35 +7,28 @@ import functools
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from craft_vla.data.collate import VLACollator
 from craft_vla.data.dataset import VLADataset
 from craft_vla.data.normalize import load_dataset_statistics
 from craft_vla.data.rlds import RLDSReader, resolve_dataset_dir
+from craft_vla.eval.results import success_rates
+from craft_vla.eval.tabletop import TabletopEvaluator
+from craft_vla.eval.vla_policy import VLAChunkPolicy
 from craft_vla.models import VLAAdapterPolicy
-from craft_vla.models.checkpoint import load_policy_checkpoint
-from craft_vla.models.inference import Observation, predict_actions
-from craft_vla.models.lora import apply_lora
-from craft_vla.sim.evaluate import Evaluator
+from craft_vla.models.loading import load_finetuned_checkpoint
 from craft_vla.sim.world import WorldConfig
 from craft_vla.training import setup
 from craft_vla.training.config import FinetuneConfig
 
 
 def load_finetuned(cfg: FinetuneConfig, run_dir: Path) -> tuple[VLAAdapterPolicy, Any, Any]:
-    """The policy of a finished run (its last checkpoint), its tokenizer and its dataset statistics."""
-    readers = setup.open_readers(cfg)
-    tokenizer = setup.load_tokenizer(cfg, readers)
+    """The policy of a finished run (its last checkpoint, loaded as the evaluation loads it), its tokenizer and
+    its dataset statistics."""
+    checkpoint = load_finetuned_checkpoint(run_dir / f"step-{cfg.max_steps:06d}")
     statistics = load_dataset_statistics(run_dir / "dataset_statistics.json")
-    stats = statistics[setup.dataset_names(cfg)[0]]
-    torch.manual_seed(cfg.seed)
-    policy, _ = setup.build_model(cfg, stats.action.dim, stats.proprio.dim if stats.proprio else None, tokenizer.vocab_size)
-    if cfg.use_lora and not cfg.freeze_vlm:
-        apply_lora(policy, cfg.lora_rank, cfg.lora_dropout)
-    load_policy_checkpoint(policy, run_dir / f"step-{cfg.max_steps:06d}", cfg.max_steps)
-    return policy.eval(), tokenizer, statistics
+    return checkpoint.policy, checkpoint.tokenizer, statistics
 
 
 @torch.no_grad()
@@ -60,19 +53,6 @@ def action_l1(policy: VLAAdapterPolicy, cfg: FinetuneConfig, tokenizer, statisti
     }
 
 
-def chunk_policy(policy: VLAAdapterPolicy, tokenizer, stats):
-    """The suite's closed-loop interface on top of `predict_actions` (same preprocessing as training)."""
-
-    def act(batch: dict) -> np.ndarray:
-        observations = [
-            Observation([batch["image"][i], batch["wrist_image"][i]], batch["instruction"][i], batch["state"][i])
-            for i in range(len(batch["instruction"]))
-        ]
-        return predict_actions(policy, observations, tokenizer, stats)
-
-    return act
-
-
 def closed_loop(
     policy: VLAAdapterPolicy,
     tokenizer,
@@ -85,14 +65,16 @@ def closed_loop(
     num_envs: int = 32,
     execute_steps: int | None = None,
 ) -> dict[str, Any]:
-    """Success rate per split (training tasks on training-like scenes, and held-out variants); the policy
-    replans after `execute_steps` actions of each chunk (None: the whole chunk)."""
-    act = chunk_policy(policy, tokenizer, stats)
+    """Success rate per split (training tasks on training-like scenes, and held-out variants) with the
+    training preprocessing; the policy replans after `execute_steps` actions of each chunk (None: the whole
+    chunk)."""
+    chunk_policy = VLAChunkPolicy(policy, tokenizer, {"tabletop": stats})
     results = {}
     for split in splits:
-        evaluator = Evaluator(image_size, split, num_envs, config=world)
-        result = evaluator.run(act, tasks, episodes_per_task=episodes_per_task, execute_steps=execute_steps, progress=False)
-        results[split] = {"success_rate": result.success_rate(), "per_task": result.per_task()}
+        evaluator = TabletopEvaluator(image_size, split, num_envs, config=world)
+        episodes = evaluator.run(chunk_policy, tasks, episodes_per_task, execute_steps=execute_steps,
+                                 progress=False)
+        results[split] = success_rates(episodes)[evaluator.suite]
     return results
 
 

@@ -18,8 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import shutil
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -31,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from craft_vla.data.cache_dir import cached_build
 from craft_vla.data.tokenizers import WordTokenizer
 from craft_vla.demo.model import DEMO_PRESET, demo_config, demo_tokenizer
 from craft_vla.demo.qa import (
@@ -52,7 +51,7 @@ from craft_vla.sim.attributes import COLOURS, MATERIALS, SHAPES, SIZES
 from craft_vla.sim.layout import cell_names
 from craft_vla.sim.questions import YES_NO
 
-CODE_VERSION = "demo-pretrain-2"  # bump when a change to this file or qa.py changes the snapshot
+CODE_VERSION = "demo-pretrain-3"  # bump when a change to this file or qa.py changes the snapshot
 TOKENIZER_FILE = "word_tokenizer.json"
 METRICS_FILE = "pretrain_metrics.json"
 
@@ -304,31 +303,16 @@ def snapshot_key(cfg: PretrainConfig) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
-def default_cache_dir() -> Path:
-    """$XDG_CACHE_HOME/craft_vla/demo, by default ~/.cache/craft_vla/demo."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "craft_vla" / "demo"
-
-
 def pretrained_snapshot(
-    cfg: PretrainConfig = PretrainConfig(), cache_dir: str | Path | None = None, progress: bool = True
+    cfg: PretrainConfig, root: str | Path, progress: bool = True
 ) -> Path:
-    """The snapshot directory for `cfg`, pretrained and cached on first use, reused afterwards.
+    """The snapshot directory for `cfg` under `root`, pretrained and cached on first use, reused afterwards.
 
     Written to a temporary directory and renamed into place, so an interrupted run leaves no half snapshot
     and concurrent runs both end with a complete one.
     """
-    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    final = cache_dir / f"vlm-{snapshot_key(cfg)[:16]}"
-    if (final / METRICS_FILE).is_file():
-        return final
-    tmp = cache_dir / f".{final.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    vlm, tokenizer, metrics = pretrain(cfg, progress)
-    save_snapshot(vlm, tokenizer, metrics, cfg, tmp)
-    try:
-        tmp.rename(final)
-    except OSError:  # another run finished first: keep its snapshot
-        if not (final / METRICS_FILE).is_file():
-            raise
-        shutil.rmtree(tmp, ignore_errors=True)
-    return final
+    def build(tmp: Path) -> None:
+        vlm, tokenizer, metrics = pretrain(cfg, progress)
+        save_snapshot(vlm, tokenizer, metrics, cfg, tmp)
+
+    return cached_build(Path(root) / f"vlm-{snapshot_key(cfg)[:16]}", build, complete=METRICS_FILE)

@@ -1,7 +1,8 @@
 """`craft-vla eval libero`: closed-loop success rates on LIBERO and LIBERO-PRO suites.
 
-Setup (tasks, initial states, episode specs) is separate from the run (`run_episodes`) and the
-report (`results`); the policy is any `ChunkPolicy`, so the evaluation never imports the model.
+Setup (tasks, initial states, episode specs) is separate from the run (the shared closed loop on
+LIBERO's backend, `run_libero_episodes`) and the report (`results`); the policy is any `ChunkPolicy`,
+so the evaluation never imports the model.
 """
 
 from __future__ import annotations
@@ -15,10 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from craft_vla.eval.libero_episode import EpisodeSpec
-from craft_vla.eval.libero_policy import ChunkPolicy
+from craft_vla.eval.closed_loop import ChunkPolicy
+from craft_vla.eval.libero_episode import EpisodeSpec, run_libero_episodes
 from craft_vla.eval.libero_suites import load_init_states, load_tasks
-from craft_vla.eval.parallel import run_episodes
 from craft_vla.eval.protocol import LiberoProtocol, max_episode_steps
 from craft_vla.eval.results import results_document, write_results
 
@@ -29,7 +29,7 @@ VIDEO_FORMATS = ("auto", "mp4", "gif")
 class LiberoEvalConfig:
     """The evaluation run; flag names follow VLA-Adapter's / OpenVLA-OFT's LIBERO eval where they exist."""
 
-    suite: str = "libero_spatial"  # one suite or several joined by ",", e.g. "libero_spatial,libero_spatial_swap"
+    suite: str = "libero_spatial"  # one suite or several joined by ",": "libero_spatial,libero_spatial_swap"
     tasks: str = ""  # task indices within each suite, e.g. "0" or "0,3,7"; empty: every task
     num_trials_per_task: int = 50  # trial k starts from initial state k
     num_envs: int = 1  # simulators (worker processes when > 1)
@@ -50,7 +50,9 @@ class LiberoEvalConfig:
         try:
             return [int(t) for t in self.tasks.split(",") if t.strip()]
         except ValueError as err:
-            raise ValueError(f"--tasks takes task indices joined by ',', e.g. 0,3,7; got {self.tasks!r}") from err
+            raise ValueError(
+                f"--tasks takes task indices joined by ',', e.g. 0,3,7; got {self.tasks!r}"
+            ) from err
 
     def protocol(self) -> LiberoProtocol:
         return LiberoProtocol(
@@ -105,15 +107,19 @@ def build_episodes(config: LiberoEvalConfig) -> list[EpisodeSpec]:
                     video = str(config.out_dir / "videos" / name)
                 episodes.append(EpisodeSpec(
                     suite=suite, task_index=task.index, task=task.name, instruction=task.instruction,
-                    trial=trial, init_state=state, bddl_file=task.bddl_file, max_steps=max_steps, video_path=video,
+                    trial=trial, init_state=state, bddl_file=task.bddl_file, max_steps=max_steps,
+                    video_path=video,
                 ))
     return episodes
 
 
 def evaluate_libero(
-    policy: ChunkPolicy, config: LiberoEvalConfig, env_factory: Any = None, policy_info: dict[str, Any] | None = None
+    policy: ChunkPolicy,
+    config: LiberoEvalConfig,
+    env_factory: Any = None,
+    policy_info: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Run the evaluation, write results.json and results.md into `config.out_dir`, return the results document."""
+    """Run the evaluation, write results.json and results.md into `config.out_dir`; returns the document."""
     from craft_vla.eval.libero_env import LiberoEnvFactory
 
     protocol = config.protocol()
@@ -121,7 +127,7 @@ def evaluate_libero(
     seed_everything(config.seed)
     env_factory = env_factory or LiberoEnvFactory(config.env_img_res)
     started = time.perf_counter()
-    results = run_episodes(
+    results = run_libero_episodes(
         episodes, policy, env_factory, protocol, num_envs=config.num_envs, progress=config.progress,
         desc=config.suite,
     )

@@ -19,7 +19,9 @@ RENDERING_HINT = (
     "set MUJOCO_GL=egl (needs EGL: `apt install libegl1 libgl1-mesa-dri` for Mesa on CPU, or the NVIDIA "
     "driver on a GPU machine) or MUJOCO_GL=osmesa PYOPENGL_PLATFORM=osmesa (needs `apt install libosmesa6`)"
 )
-_RENDERING_TRACE = re.compile(r"\b(?:OpenGL|EGL\w*|egl\w*|OSMesa|osmesa|GLFW|glfw|gl_context|MUJOCO_GL|mjr_\w+|MjrContext)\b")
+_RENDERING_TRACE = re.compile(
+    r"\b(?:OpenGL|EGL\w*|egl\w*|OSMesa|osmesa|GLFW|glfw|gl_context|MUJOCO_GL|mjr_\w+|MjrContext)\b"
+)
 
 
 class RenderingBackendError(RuntimeError):
@@ -27,7 +29,7 @@ class RenderingBackendError(RuntimeError):
 
 
 def rendering_error(err: BaseException) -> RenderingBackendError | None:
-    """A `RenderingBackendError` explaining `err` when its traceback points at OpenGL/EGL/OSMesa, else None."""
+    """A `RenderingBackendError` explaining `err` if its traceback points at OpenGL/EGL/OSMesa; else None."""
     trace = "".join(traceback.format_exception(type(err), err, err.__traceback__))
     if not _RENDERING_TRACE.search(trace):
         return None
@@ -40,7 +42,7 @@ def rendering_error(err: BaseException) -> RenderingBackendError | None:
 
 @dataclass(frozen=True)
 class LiberoEnvFactory:
-    """Creates LIBERO's off-screen rendering env for a BDDL scene (picklable, so worker processes can call it)."""
+    """Creates LIBERO's off-screen rendering env for a BDDL scene (picklable: worker processes call it)."""
 
     resolution: int = 256
 

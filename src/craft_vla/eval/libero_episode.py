@@ -1,27 +1,31 @@
-"""One closed-loop LIBERO episode, driven a chunk at a time.
+"""LIBERO's environment backend of the closed loop: one episode, driven a chunk at a time.
 
 `EpisodeWorker` owns one simulator (created by an env factory, reused while the scene stays the
 same) and runs the protocol's episode: seed, reset, initial state k, settle steps, then the executed
-actions of each chunk until success or the step limit. It never sees the policy: the caller sends
-environment actions and receives the next observation, so the same worker serves the in-process
-loop and the worker processes of `craft_vla.eval.parallel`.
+actions of each chunk, gripper mapped to the environment's convention, until success or the step
+limit. It is the `EpisodeRunner` of `craft_vla.eval.closed_loop`, in this process or in the worker
+processes of `craft_vla.eval.parallel`.
 """
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from craft_vla.eval.closed_loop import ChunkPolicy, Reply, run_episodes
 from craft_vla.eval.libero_env import observe, rendering_error
-from craft_vla.eval.protocol import LiberoProtocol, rotate_180
+from craft_vla.eval.parallel import start_handles
+from craft_vla.eval.protocol import LiberoProtocol, gripper_to_env, rotate_180
 from craft_vla.eval.results import EpisodeResult, write_video
 
-# What a worker answers: ("obs", observation dict) when it waits for actions, ("done", EpisodeResult).
-Reply = tuple[str, Any]
+ACTION_MEANING = (
+    "LIBERO's action is 6 delta EEF dims + gripper; evaluate a checkpoint trained on a LIBERO dataset"
+)
 
 
 @dataclass(frozen=True)
@@ -37,10 +41,6 @@ class EpisodeSpec:
     bddl_file: str
     max_steps: int
     video_path: str = ""  # record the agent-view frames here when set
-
-    @property
-    def key(self) -> tuple[str, int, int]:
-        return self.suite, self.task_index, self.trial
 
 
 class EpisodeWorker:
@@ -79,7 +79,7 @@ class EpisodeWorker:
         self.spec, self.steps, self.frames, self.started = spec, 0, [], time.perf_counter()
         env = self._env_for(spec.bddl_file)
         try:
-            env.seed(self.protocol.env_seed)  # before every reset, so an episode never depends on the previous ones
+            env.seed(self.protocol.env_seed)  # before every reset: no episode depends on the ones before
             env.reset()
             raw = env.set_init_state(spec.init_state)
             for _ in range(self.protocol.settle_steps):
@@ -89,9 +89,9 @@ class EpisodeWorker:
             return self._finish(False, err)
 
     def act(self, actions: np.ndarray) -> Reply:
-        """Execute (k, A) environment actions in order; stop early on success or at the step limit."""
+        """Execute (k, A) policy actions (gripper in [0, 1]) in order; stop at success or the step limit."""
         try:
-            for action in actions:
+            for action in gripper_to_env(actions):
                 raw, _, done, _ = self.env.step(np.asarray(action, dtype=np.float64).tolist())
                 self.steps += 1
                 self._record(raw)
@@ -110,7 +110,9 @@ class EpisodeWorker:
     def _observation(self, raw: dict[str, np.ndarray]) -> Reply:
         if self.steps == 0:
             self._record(raw)
-        return "obs", {**observe(raw, self.protocol), "step": self.steps}
+        spec = self.spec
+        return "obs", {**observe(raw, self.protocol), "instruction": spec.instruction, "suite": spec.suite,
+                       "task_index": spec.task_index, "trial": spec.trial, "step": self.steps}
 
     def _finish(self, success: bool, error: BaseException | None = None) -> Reply:
         spec, frames, self.frames = self.spec, self.frames, []
@@ -127,3 +129,28 @@ class EpisodeWorker:
         if self.env is not None:
             self.env.close()
         self.env, self.scene = None, ""
+
+
+def run_libero_episodes(
+    episodes: Sequence[EpisodeSpec],
+    policy: ChunkPolicy,
+    env_factory: Callable[[str], Any],
+    protocol: LiberoProtocol,
+    num_envs: int = 1,
+    progress: bool = True,
+    desc: str = "eval",
+) -> list[EpisodeResult]:
+    """Every episode closed loop on `num_envs` simulators (worker processes when more than one), in order.
+
+    Consecutive episodes of one task reuse a worker's simulator.
+    """
+    if num_envs < 1:
+        raise ValueError(f"num_envs must be at least 1, got {num_envs}")
+    if not episodes:
+        return []
+    make_worker = functools.partial(EpisodeWorker, env_factory, protocol)
+    handles = start_handles(make_worker, min(num_envs, len(episodes)))
+    return run_episodes(
+        episodes, policy, handles, len(protocol.settle_action), ACTION_MEANING, protocol.num_open_loop_steps,
+        progress, desc,
+    )

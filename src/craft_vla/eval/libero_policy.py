@@ -1,11 +1,11 @@
 """What the LIBERO evaluation asks of a policy, stand-in policies, and the checks a checkpoint must pass.
 
-A policy maps a batch of observations to action chunks in environment units (unnormalised),
-with the gripper still in the training convention ([0, 1], 1 = open): the evaluation maps the
-gripper for the environment. The policy applies its own training preprocessing (resize, centre
-crop, normalisation). Each observation is a dict with
+A policy (`craft_vla.eval.closed_loop.ChunkPolicy`) maps a batch of observations to action chunks
+in environment units (unnormalised), with the gripper still in the training convention ([0, 1],
+1 = open): the evaluation maps the gripper for the environment. The policy applies its own training
+preprocessing (resize, centre crop, normalisation). Each observation is a dict with
 
-    full_image   (R, R, 3) uint8  agent-view camera (R = 256), rotated 180° and JPEG round-tripped: a stored frame
+    full_image   (R, R, 3) uint8  agent-view camera (R = 256), rotated 180°, JPEG round trip: a stored frame
     wrist_image  (R, R, 3) uint8  wrist camera, same processing
     state        (8,) float       EEF position, axis-angle, two gripper finger positions (unnormalised)
     instruction  str              the task's language instruction
@@ -14,7 +14,7 @@ crop, normalisation). Each observation is a dict with
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -23,12 +23,6 @@ from craft_vla.eval.protocol import base_suite
 
 LIBERO_ACTION_DIM = 7
 LIBERO_PROPRIO_DIM = 8
-
-
-class ChunkPolicy(Protocol):
-    def predict_chunks(self, observations: list[dict[str, Any]]) -> np.ndarray:
-        """(N,) observations -> (N, T, A) unnormalised actions, gripper in [0, 1] (1 = open)."""
-        ...
 
 
 class ReplayChunkPolicy:
@@ -40,12 +34,13 @@ class ReplayChunkPolicy:
     def __init__(self, actions: np.ndarray, chunk_length: int = 8) -> None:
         self.actions = np.asarray(actions, dtype=np.float64)
         if self.actions.ndim != 2 or len(self.actions) == 0:
-            raise ValueError(f"replay actions must be a non-empty (L, A) array, got shape {self.actions.shape}")
+            raise ValueError(f"replay actions must be a non-empty (L, A) array, got {self.actions.shape}")
         self.chunk_length = chunk_length
 
     def predict_chunks(self, observations: list[dict[str, Any]]) -> np.ndarray:
         last = len(self.actions) - 1
-        rows = [np.minimum(np.arange(obs["step"], obs["step"] + self.chunk_length), last) for obs in observations]
+        steps = [obs["step"] for obs in observations]
+        rows = [np.minimum(np.arange(step, step + self.chunk_length), last) for step in steps]
         return np.stack([self.actions[r] for r in rows])
 
 
@@ -77,7 +72,9 @@ def resolve_unnorm_key(statistics: dict[str, Any], suite: str, unnorm_key: str |
     """
     if unnorm_key is not None:
         if unnorm_key not in statistics:
-            raise KeyError(f"--unnorm_key {unnorm_key!r} is not in the checkpoint's statistics {sorted(statistics)}")
+            raise KeyError(
+                f"--unnorm_key {unnorm_key!r} is not in the checkpoint's statistics {sorted(statistics)}"
+            )
         return unnorm_key
     base = base_suite(suite) or suite
     for key in (base, f"{base}_no_noops"):
@@ -85,18 +82,22 @@ def resolve_unnorm_key(statistics: dict[str, Any], suite: str, unnorm_key: str |
             return key
     raise ValueError(
         f"the checkpoint's dataset statistics cover {sorted(statistics)}, not the {base!r} data that suite "
-        f"{suite!r} needs ({base!r} or '{base}_no_noops'); evaluate a checkpoint fine-tuned on {base}, or pass "
+        f"{suite!r} needs ({base!r} or '{base}_no_noops'); evaluate a checkpoint fine-tuned on {base}, "
+        "or pass "
         "--unnorm_key to choose its statistics deliberately"
     )
 
 
 def check_fits_libero(statistics: DatasetStatistics, action_dim: int, use_proprio: bool) -> None:
     """Refuse a model or statistics whose action (or proprio) size does not fit LIBERO (7 and 8)."""
-    sizes = [("the model's action dimension", action_dim, LIBERO_ACTION_DIM, "6 delta EEF dims + gripper"),
-             ("the action statistics", statistics.action.dim, LIBERO_ACTION_DIM, "6 delta EEF dims + gripper")]
+    action = "6 delta EEF dims + gripper"
+    sizes = [("the model's action dimension", action_dim, LIBERO_ACTION_DIM, action),
+             ("the action statistics", statistics.action.dim, LIBERO_ACTION_DIM, action)]
     if use_proprio:
         found = statistics.proprio.dim if statistics.proprio is not None else 0
-        sizes.append(("the proprio statistics", found, LIBERO_PROPRIO_DIM, "EEF position, axis-angle, 2 fingers"))
+        sizes.append(
+            ("the proprio statistics", found, LIBERO_PROPRIO_DIM, "EEF position, axis-angle, 2 fingers")
+        )
     for what, found, expected, meaning in sizes:
         if found != expected:
             raise ValueError(

@@ -8,11 +8,12 @@ applied by the policy adapter, not here.
 
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass
 
 import numpy as np
+
+from craft_vla.data.image_codec import decode_image, encode_image
 
 # Per-suite episode limits in policy steps (settle steps not counted); each is a little above
 # the longest training demonstration of that suite.
@@ -50,7 +51,8 @@ def max_episode_steps(suite: str) -> int:
     base = base_suite(suite)
     if base is None:
         raise ValueError(
-            f"no published step limit for suite {suite!r}: it derives from none of {sorted(MAX_EPISODE_STEPS)}; "
+            f"no published step limit for suite {suite!r}: it derives from none of "
+            f"{sorted(MAX_EPISODE_STEPS)}; "
             "pass --max_steps explicitly"
         )
     return MAX_EPISODE_STEPS[base]
@@ -62,14 +64,16 @@ def rotate_180(image: np.ndarray) -> np.ndarray:
 
 
 def jpeg_roundtrip(image: np.ndarray, quality: int | None) -> np.ndarray:
-    """Encode an (H, W, 3) uint8 image as JPEG and decode it again (the stored RLDS frames are JPEG); None: as is."""
-    from PIL import Image
+    """Encode an (H, W, 3) uint8 image as JPEG and decode it again (the RLDS frames are JPEG); None: as is.
 
+    As OpenVLA-OFT's `resize_image_for_policy` does with TensorFlow (`encode_jpeg`, quality 95, then
+    `decode_image`): libjpeg's encoder at `quality` with 4:2:0 chroma gives TF's coefficients, and the
+    decoder is the RLDS reader's, TF's settings (fast integer DCT, fancy upsampling), so evaluation frames
+    carry the same pixels as the training frames. PIL's own decoder differs in ~60 % of the values.
+    """
     if quality is None:
         return image
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
-    return np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
+    return decode_image(encode_image(image, "jpeg", quality), where="JPEG round trip")
 
 
 def stored_frame(env_image: np.ndarray, protocol: LiberoProtocol) -> np.ndarray:
@@ -92,8 +96,9 @@ def quat_to_axis_angle(quat: np.ndarray) -> np.ndarray:
 
 
 def libero_proprio(eef_pos: np.ndarray, eef_quat: np.ndarray, gripper_qpos: np.ndarray) -> np.ndarray:
-    """The 8-D proprio of the LIBERO datasets: EEF position (3), axis-angle (3), the two finger positions (2)."""
-    return np.concatenate([np.asarray(eef_pos, float), quat_to_axis_angle(eef_quat), np.asarray(gripper_qpos, float)])
+    """The 8-D proprio of the LIBERO datasets: EEF position (3), axis-angle (3), two finger positions (2)."""
+    position, fingers = np.asarray(eef_pos, float), np.asarray(gripper_qpos, float)
+    return np.concatenate([position, quat_to_axis_angle(eef_quat), fingers])
 
 
 def gripper_to_env(actions: np.ndarray) -> np.ndarray:
@@ -111,6 +116,7 @@ def open_loop_actions(chunk: np.ndarray, num_open_loop_steps: int) -> np.ndarray
     """The actions executed from one predicted (T, A) chunk, in order: its first `num_open_loop_steps`."""
     if not 1 <= num_open_loop_steps <= len(chunk):
         raise ValueError(
-            f"num_open_loop_steps must be between 1 and the chunk length {len(chunk)}, got {num_open_loop_steps}"
+            f"num_open_loop_steps must be between 1 and the chunk length {len(chunk)}, "
+            f"got {num_open_loop_steps}"
         )
     return chunk[:num_open_loop_steps]

@@ -15,15 +15,16 @@ Z_95 = 1.959963984540054  # two-sided 95 % normal quantile
 
 @dataclass(frozen=True)
 class EpisodeResult:
-    """One closed-loop episode: which task and initial state, whether it succeeded, after how many policy steps."""
+    """One closed-loop episode of any backend: which task and initial state, whether it succeeded, after
+    how many environment steps."""
 
-    suite: str
+    suite: str  # a LIBERO / LIBERO-PRO suite, or "tabletop_<split>"
     task_index: int
     task: str
     instruction: str
-    trial: int  # index of the initial state used
+    trial: int  # LIBERO: index of the initial state used; tabletop: the episode seed
     success: bool
-    steps: int  # policy steps executed (settle steps not counted)
+    steps: int  # actions executed (LIBERO's settle steps not counted)
     seconds: float = 0.0  # wall time of the episode in its worker
     error: str = ""  # the exception that ended the episode (counted as a failure), if any
 
@@ -46,12 +47,20 @@ def _rate(successes: int, trials: int) -> dict[str, Any]:
 
 
 def summarise(episodes: list[EpisodeResult]) -> dict[str, Any]:
-    """Per-task and per-suite success rates with Wilson 95 % intervals, in first-seen order."""
+    """Per-task and per-suite success rates with Wilson 95 % intervals, in first-seen order.
+
+    A task row's instruction is its episodes' one instruction, or the task's name when they differ
+    (the tabletop phrases each episode's instruction anew).
+    """
     tasks: dict[tuple[str, int], dict[str, Any]] = {}
     suites: dict[str, list[int]] = {}
     for ep in episodes:
-        row = tasks.setdefault((ep.suite, ep.task_index), {"suite": ep.suite, "task_index": ep.task_index,
-                                                           "task": ep.task, "instruction": ep.instruction, "n": [0, 0]})
+        row = tasks.setdefault((ep.suite, ep.task_index), {
+            "suite": ep.suite, "task_index": ep.task_index, "task": ep.task, "instruction": ep.instruction,
+            "n": [0, 0],
+        })
+        if row["instruction"] != ep.instruction:
+            row["instruction"] = ep.task
         row["n"][0] += ep.success
         row["n"][1] += 1
         counts = suites.setdefault(ep.suite, [0, 0])
@@ -60,6 +69,15 @@ def summarise(episodes: list[EpisodeResult]) -> dict[str, Any]:
     task_rows = [{**{k: v for k, v in row.items() if k != "n"}, **_rate(*row["n"])} for row in tasks.values()]
     suite_rows = [{"suite": suite, **_rate(*counts)} for suite, counts in suites.items()]
     return {"tasks": task_rows, "suites": suite_rows}
+
+
+def success_rates(episodes: list[EpisodeResult]) -> dict[str, dict[str, Any]]:
+    """{suite: {"success_rate": rate, "per_task": {task: rate}}}, in first-seen order."""
+    summary = summarise(episodes)
+    rates = {row["suite"]: {"success_rate": row["success_rate"], "per_task": {}} for row in summary["suites"]}
+    for row in summary["tasks"]:
+        rates[row["suite"]]["per_task"][row["task"]] = row["success_rate"]
+    return rates
 
 
 def results_document(episodes: list[EpisodeResult], config: dict[str, Any]) -> dict[str, Any]:
@@ -82,7 +100,9 @@ def load_results(path: Path) -> dict[str, Any]:
     if path.is_dir():
         path = path / "results.json"
     if not path.is_file():
-        raise FileNotFoundError(f"no results file at {path}; expected the results.json written by `craft-vla eval libero`")
+        raise FileNotFoundError(
+            f"no results file at {path}; expected the results.json written by `craft-vla eval libero`"
+        )
     document = json.loads(path.read_text())
     if "tasks" not in document or "suites" not in document:
         raise ValueError(f"{path} is not an evaluation results file (no 'tasks'/'suites' entries)")
@@ -91,13 +111,15 @@ def load_results(path: Path) -> dict[str, Any]:
 
 def format_rate(row: dict[str, Any]) -> str:
     low, high = row["ci95"]
-    return f"{100 * row['success_rate']:.1f} % [{100 * low:.1f}, {100 * high:.1f}] ({row['successes']}/{row['trials']})"
+    rate, counts = 100 * row["success_rate"], f"({row['successes']}/{row['trials']})"
+    return f"{rate:.1f} % [{100 * low:.1f}, {100 * high:.1f}] {counts}"
 
 
 def markdown_table(document: dict[str, Any]) -> str:
     """Per-task rows then one row per suite: success rate, 95 % interval, successes/trials."""
     lines = ["| suite | task | success (95 % CI) |", "| --- | --- | --- |"]
-    lines += [f"| {r['suite']} | {r['task_index']}: {r['instruction']} | {format_rate(r)} |" for r in document["tasks"]]
+    lines += [f"| {r['suite']} | {r['task_index']}: {r['instruction']} | {format_rate(r)} |"
+              for r in document["tasks"]]
     lines += [f"| **{r['suite']}** | all | **{format_rate(r)}** |" for r in document["suites"]]
     return "\n".join(lines)
 
@@ -111,7 +133,8 @@ def compare_table(a: dict[str, Any], b: dict[str, Any], name_a: str = "A", name_
 
     rows_a, rows_b = rows(a), rows(b)
     keys = list(rows_a) + [k for k in rows_b if k not in rows_a]
-    lines = [f"| suite | task | {name_a} | {name_b} | {name_b} − {name_a} |", "| --- | --- | --- | --- | --- |"]
+    lines = [f"| suite | task | {name_a} | {name_b} | {name_b} − {name_a} |",
+             "| --- | --- | --- | --- | --- |"]
     for key in keys:
         ra, rb = rows_a.get(key), rows_b.get(key)
         diff = f"{100 * (rb['success_rate'] - ra['success_rate']):+.1f}" if ra and rb else ""

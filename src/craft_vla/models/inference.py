@@ -35,7 +35,8 @@ class Observation:
 
 
 def inference_sample_config(config: VLAAdapterConfig, **fields: object) -> SampleConfig:
-    """The data SampleConfig matching the model, augmentation off; `fields` set the rest (e.g. center_crop_area)."""
+    """The data SampleConfig matching the model, augmentation off; `fields` set the rest (e.g.
+    center_crop_area, image_normalization)."""
     base = SampleConfig(
         image_size=config.image_size,
         image_views=("primary", "wrist")[: config.num_images_in_input],
@@ -77,7 +78,6 @@ def observation_sample(
     tokenizer: PromptTokenizer,
     statistics: DatasetStatistics,
     sample: SampleConfig,
-    normalization: ImageNormalization,
 ) -> dict[str, Tensor]:
     """The model inputs of one observation, as the training dataset builds them with augmentation off."""
     if len(observation.images) != len(sample.image_views):
@@ -88,7 +88,7 @@ def observation_sample(
         "pixel_values": build_pixel_values(
             observation.images,
             sample.image_size,
-            normalization,
+            sample.image_normalization,
             None,
             sample.center_crop_area,
             sample.resize_method,
@@ -121,14 +121,15 @@ def predict_actions(
     """(N,) observations -> (N, T, A) float32 action chunks, unnormalised with `statistics.action`.
 
     `sample_config`: the training run's SampleConfig (augmentation is refused); default from the model
-    config with no centre crop. `normalization`: the image constants (for a released checkpoint,
-    `ImageNormalization.from_processor_config(directory)`).
+    config with no centre crop. `normalization`, when given, replaces the sample config's image constants
+    (for a released checkpoint, `ImageNormalization.from_directories(directory)`).
     """
     config = policy.config
     sample = sample_config or inference_sample_config(config)
+    if normalization is not None:
+        sample = replace(sample, image_normalization=normalization)
     check_sample_config(config, sample, statistics)
-    normalization = normalization or ImageNormalization()
-    samples = [observation_sample(o, tokenizer, statistics, sample, normalization) for o in observations]
+    samples = [observation_sample(o, tokenizer, statistics, sample) for o in observations]
     batch = VLACollator(tokenizer.pad_token_id)(samples)
     weight = policy.action_head.model.fc2.weight
     batch = {

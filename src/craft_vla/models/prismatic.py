@@ -1,7 +1,8 @@
 """The Prismatic VLM run directory that VLA-Adapter's LIBERO fine-tuning starts from (spec section 9).
 
-    config.json                      {"model": {"vision_backbone_id", "llm_backbone_id", "arch_specifier", ...}}
-    checkpoints/latest-checkpoint.pt {"model": {"projector": {...}, "llm_backbone": {...}, "vision_backbone": {...}}}
+    config.json                       {"model": {"vision_backbone_id", "llm_backbone_id", "arch_specifier"}}
+    checkpoints/latest-checkpoint.pt  {"model": {"projector", "llm_backbone", "vision_backbone"}}, each a
+                                      state dict
 
 Keys, prefixed by their part, are renamed to the HF-format names; the action queries are not stored
 (they start at zero). `save_prismatic_vlm` writes such a directory (the demo's pretrained snapshot).
@@ -58,7 +59,9 @@ def to_prismatic_key(key: str) -> tuple[str, str]:
         if key.startswith(new):
             part, _, inner = (old + key[len(new) :]).partition(".")
             return part, inner
-    raise CheckpointMismatchError(f"{key!r} belongs to no Prismatic part; expected a key under one of {PARTS}")
+    raise CheckpointMismatchError(
+        f"{key!r} belongs to no Prismatic part; expected a key under one of {PARTS}"
+    )
 
 
 def find_checkpoint(run_dir: Path) -> Path:
@@ -72,8 +75,21 @@ def find_checkpoint(run_dir: Path) -> Path:
     return steps[-1]
 
 
-def prismatic_config(model: Mapping[str, object], config: VLAAdapterConfig | None) -> VLAAdapterConfig:
-    """Check the run's "model" entry describes a supported VLM; our config for it (`config` wins if given)."""
+def prismatic_preset(run_config: Mapping[str, object]) -> str | None:
+    """The preset a Prismatic run's config.json describes: its "craft_vla_preset" (written by craft-vla), else
+    VLA-Adapter's Qwen2.5-0.5B VLM for a qwen25-0_5b LLM backbone; None when it names neither."""
+    if run_config.get("craft_vla_preset"):
+        return str(run_config["craft_vla_preset"])
+    model = run_config.get("model")
+    backbone = str(model.get("llm_backbone_id", "")) if isinstance(model, Mapping) else ""
+    return "vla-adapter-qwen25-0.5b" if backbone.startswith("qwen25-0_5b") else None
+
+
+def prismatic_config(run_config: Mapping[str, object], config: VLAAdapterConfig | None) -> VLAAdapterConfig:
+    """Check the run's config.json describes a supported VLM; our config for it (`config` wins if given)."""
+    model = run_config.get("model")
+    if not isinstance(model, Mapping):
+        raise ValueError("a Prismatic run's config.json needs a 'model' entry describing the VLM")
     vision, arch = model.get("vision_backbone_id"), str(model.get("arch_specifier", ""))
     if vision != VISION_BACKBONE_ID or not arch.endswith("fused-gelu-mlp"):
         raise ValueError(
@@ -82,9 +98,13 @@ def prismatic_config(model: Mapping[str, object], config: VLAAdapterConfig | Non
         )
     if config is not None:
         return config
-    if not str(model.get("llm_backbone_id", "")).startswith("qwen25-0_5b"):
-        raise ValueError(f"no preset for llm_backbone_id={model.get('llm_backbone_id')!r}: pass `config=`")
-    return get_config("vla-adapter-qwen25-0.5b")
+    preset = prismatic_preset(run_config)
+    if preset is None:
+        raise ValueError(
+            f"no preset for llm_backbone_id={model.get('llm_backbone_id')!r} and no 'craft_vla_preset' in "
+            "config.json: name the architecture (--model PRESET, or `config=`)"
+        )
+    return get_config(preset)
 
 
 def prismatic_state_dict(checkpoint: Mapping[str, Mapping[str, Tensor]]) -> dict[str, Tensor]:
@@ -107,10 +127,10 @@ def load_prismatic_vlm(
     (frozen) vision backbone.
     """
     run_dir = Path(run_dir)
-    model_entry = json.loads((run_dir / "config.json").read_text()).get("model")
-    if not isinstance(model_entry, Mapping):
-        raise ValueError(f"{run_dir / 'config.json'} has no 'model' entry describing the VLM")
-    config = prismatic_config(model_entry, config)
+    try:
+        config = prismatic_config(json.loads((run_dir / "config.json").read_text()), config)
+    except ValueError as error:
+        raise ValueError(f"{run_dir / 'config.json'}: {error}") from error
     path = find_checkpoint(run_dir)
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     state_dict = prismatic_state_dict(checkpoint["model"])
@@ -129,7 +149,10 @@ def load_prismatic_vlm(
 
 
 def save_prismatic_vlm(
-    vla: torch.nn.Module, run_dir: str | Path, llm_backbone_id: str, extra_config: Mapping[str, object] | None = None
+    vla: torch.nn.Module,
+    run_dir: str | Path,
+    llm_backbone_id: str,
+    extra_config: Mapping[str, object] | None = None,
 ) -> Path:
     """Write `vla` (a VLM, peft-wrapped or not) as a Prismatic run directory; returns the checkpoint path.
 

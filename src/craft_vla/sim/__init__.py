@@ -1,5 +1,6 @@
 """The embedded tabletop task suite: CLEVR-like scenes, a gripper, language tasks, scripted experts,
-perception questions, closed-loop evaluation and RLDS demonstrations. numpy only; no download, no GPU.
+perception questions and RLDS demonstrations (closed-loop evaluation: `craft_vla.eval.tabletop`). numpy only;
+no download, no GPU.
 
 Action (A = 3): (dx, dy, grip) in [-1, 1]; proprio (S = 4): (x, y, closed, holding); see `world`.
 """
@@ -7,7 +8,6 @@ Action (A = 3): (dx, dy, grip) in [-1, 1]; proprio (S = 4): (x, y, closed, holdi
 from craft_vla.sim.demonstrations import record_demonstration, write_demonstrations
 from craft_vla.sim.env import TabletopEnv
 from craft_vla.sim.episodes import EVAL_SEED, make_episode
-from craft_vla.sim.evaluate import EvaluationResult, Evaluator, evaluate_policy, expert_chunk_policy
 from craft_vla.sim.perception import PerceptionSet, make_perception_set
 from craft_vla.sim.questions import CATEGORIES, Question, region_labels, sample_questions
 from craft_vla.sim.render import Renderer
@@ -20,8 +20,6 @@ __all__ = [
     "ACTION_DIM",
     "CATEGORIES",
     "EVAL_SEED",
-    "EvaluationResult",
-    "Evaluator",
     "PerceptionSet",
     "Question",
     "Renderer",
@@ -32,8 +30,6 @@ __all__ = [
     "TabletopEnv",
     "WorldConfig",
     "answer_vocabulary",
-    "evaluate_policy",
-    "expert_chunk_policy",
     "make_episode",
     "make_perception_set",
     "record_demonstration",

@@ -28,8 +28,9 @@ import numpy as np
 from tqdm import tqdm
 
 from craft_vla.sim.env import DEFAULT_MAX_STEPS, TabletopEnv
-from craft_vla.sim.tasks import TASK_NAMES
-from craft_vla.sim.world import ACTION_DIM, WorldConfig
+from craft_vla.sim.episodes import make_episode
+from craft_vla.sim.tasks import TASK_NAMES, make_tasks
+from craft_vla.sim.world import ACTION_DIM, Scene, WorldConfig, step_world
 
 DATASET_VERSION = "1.0.0"
 
@@ -42,6 +43,19 @@ def dataset_name(split: str) -> str:
 def episode_specs(tasks: Sequence[str], num_episodes_per_task: int, seed: int) -> list[tuple[str, int]]:
     """(task, episode seed) pairs, i-major."""
     return [(task, seed + i) for i in range(num_episodes_per_task) for task in tasks]
+
+
+def expert_states(num_episodes: int, config: WorldConfig | None = None) -> list[Scene]:
+    """Every state of `num_episodes` expert episodes, what demonstrations show: episode k runs the k-th task
+    (in turn) from seed k."""
+    config, tasks, states = config or WorldConfig(), make_tasks(), []
+    for k in range(num_episodes):
+        task = TASK_NAMES[k % len(TASK_NAMES)]
+        episode = make_episode(task, k, config=config)
+        while not tasks[task].success(episode.scene, episode.goal, config):
+            states.append(episode.scene.copy())
+            step_world(episode.scene, tasks[task].expert(episode.scene, episode.goal, config), config)
+    return states
 
 
 def record_demonstration(
@@ -217,3 +231,48 @@ def write_demonstrations(
     path = writer.close()
     size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
     return GenerationReport(path, episodes, steps, failed, time.perf_counter() - start, size)
+
+
+@dataclass
+class GenerateConfig:
+    """`craft-vla data generate OUT_DIR`: expert demonstrations of the embedded tabletop suite as an RLDS dataset
+    in OUT_DIR/<name>/1.0.0/. Tasks: reach, pick_up, stack, unstack, place_side, place_corner, place_middle,
+    place_relation, push_side. Splits: train, heldout."""
+
+    out_dir: Path = Path("datasets/rlds")  # root directory; the dataset goes to <out_dir>/<name>/1.0.0/
+    num_episodes_per_task: int = 40
+    image_size: int = 64  # height and width of both views, px
+    seed: int = 0  # episode i of a task uses seed + i
+    workers: int = 1  # processes that run the expert and render
+    split: str = "train"  # train | heldout
+    tasks: tuple[str, ...] = TASK_NAMES
+    action_noise: float = 0.0  # std of noise on the executed (dx, dy); the recorded action stays the expert's
+    name: str | None = None  # dataset name (default: tabletop, or tabletop_<split>)
+    overwrite: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        from craft_vla.sim.splits import SPLITS
+
+        if self.num_episodes_per_task < 1:
+            raise ValueError(f"--num_episodes_per_task must be at least 1, got {self.num_episodes_per_task}")
+        if self.split not in SPLITS:
+            raise ValueError(f"--split {self.split!r}: unknown split; choose from {SPLITS}")
+        unknown = sorted(set(self.tasks) - set(TASK_NAMES))
+        if unknown or not self.tasks:
+            raise ValueError(f"--tasks: unknown tasks {unknown}; choose from {TASK_NAMES}")
+        if self.workers < 1 or self.image_size < 16 or self.action_noise < 0:
+            raise ValueError(
+                f"--workers must be >= 1, --image_size >= 16 and --action_noise >= 0; got {self.workers}, "
+                f"{self.image_size}, {self.action_noise}"
+            )
+
+
+def generate(cfg: GenerateConfig) -> GenerationReport:
+    """Write the demonstrations `cfg` asks for; prints and returns the report."""
+    report = write_demonstrations(
+        cfg.out_dir, cfg.num_episodes_per_task, cfg.image_size, cfg.seed, cfg.workers, cfg.split, tuple(cfg.tasks),
+        cfg.action_noise, cfg.name, cfg.overwrite, cfg.progress,
+    )
+    print(report.summary())
+    return report

@@ -9,6 +9,8 @@ a background copy and a dozen small alpha blends; the first frames of a renderer
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from craft_vla.sim import sprites
@@ -176,3 +178,16 @@ class Renderer:
         region = canvas[r0:r1, c0:c1]
         region *= 1.0 - sprite.alpha[rows, cols]
         region += sprite.rgb[rows, cols]
+
+
+def render_ms(image_size: int, states: list[Scene]) -> dict[str, float]:
+    """Milliseconds per frame of each view: one pass over `states` filling the sprite cache, then one more."""
+    renderer, out = Renderer(image_size), {}
+    for view in ("third_person", "wrist"):
+        render = getattr(renderer, view)
+        for run in ("first", "warm"):
+            start = time.perf_counter()
+            for scene in states:
+                render(scene)
+            out[f"{view}_{run}"] = (time.perf_counter() - start) / len(states) * 1e3
+    return out

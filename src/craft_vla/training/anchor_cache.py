@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +25,11 @@ from tqdm import tqdm
 
 from craft_vla.craft import AnchorSpec
 from craft_vla.craft.cache import (
+    META,
     AnchorCache,
     build_plan,
     finalize_cache,
+    shard_is_intact,
     shard_name,
     start_build,
     write_shard,
@@ -96,7 +100,13 @@ def build_anchor_cache(
     num_shards = max(1, math.ceil(len(sample_ids) / shard_size))
     mine = [j for j in range(num_shards) if j % env.world_size == env.rank]
     todo = {j: list(sample_ids[j * shard_size : (j + 1) * shard_size]) for j in mine}
-    todo = {j: ids for j, ids in todo.items() if not (out_dir / shard_name(j, num_shards)).exists()}
+    todo = {j: ids for j, ids in todo.items() if not shard_is_intact(out_dir / shard_name(j, num_shards))}
+    damaged = [shard_name(j, num_shards) for j in todo if (out_dir / shard_name(j, num_shards)).exists()]
+    if damaged:
+        print(f"{out_dir}: {damaged} differ from their recorded checksums (altered or truncated): rebuilding them")
+    barrier()  # every rank has checked its shards before meta.json of an earlier build goes
+    if todo and (out_dir / META).exists():
+        (out_dir / META).unlink(missing_ok=True)  # the cache is incomplete until finalize writes it again
     chunks = [ids[k : k + batch_size] for ids in todo.values() for k in range(0, len(ids), batch_size)]
     batches = iter(load_batches(chunks))
     total = sum(len(ids) for ids in todo.values())
@@ -118,3 +128,26 @@ def build_anchor_cache(
     if cache.sample_ids.tolist() != expected:
         raise RuntimeError(f"{out_dir}: the cache holds {meta['num_samples']} ids, expected exactly the {len(expected)} requested")
     return cache
+
+
+@dataclass
+class CacheCommand:
+    """`craft-vla cache info|verify PATH`: what an anchor cache was built from; whether every shard is intact."""
+
+    path: Path = Path(".")  # the cache directory (--craft_cache_path of build-cache)
+
+
+def cache_info(cmd: CacheCommand) -> int:
+    """Print the cache's meta.json (fingerprint, spread S, sample count) without the shard list; a damaged
+    cache raises CacheError (exit 1) rather than describing data that is not there."""
+    meta = dict(AnchorCache(cmd.path, verify_checksums=True).meta)
+    meta["shards"] = len(meta["shards"])
+    print(json.dumps(meta, indent=2, sort_keys=True))
+    return 0
+
+
+def cache_verify(cmd: CacheCommand) -> int:
+    """Check every shard against its recorded checksum; a damaged cache raises CacheError (exit 1)."""
+    cache = AnchorCache(cmd.path, verify_checksums=True)
+    print(f"OK: {cmd.path}: {len(cache)} samples in {len(cache.meta['shards'])} shards, checksums match")
+    return 0

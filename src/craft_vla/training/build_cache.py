@@ -30,7 +30,7 @@ def build_cache(cfg: FinetuneConfig) -> AnchorCache | None:
     """Build (or resume building) the anchor cache at `cfg.craft_cache_path`; returns it on rank 0."""
     if not cfg.craft_cache_path:
         raise ValueError("pass --craft_cache_path DIR: where to write the anchor cache")
-    env = init_distributed(cfg.distributed)
+    env = init_distributed(cfg.distributed, cfg.threads)
     torch.manual_seed(cfg.seed)  # a preset model is initialised exactly as the fine-tuning run's
     readers = setup.open_readers(cfg)
     tokenizer = setup.load_tokenizer(cfg, readers)

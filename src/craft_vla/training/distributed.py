@@ -14,6 +14,7 @@ import torch.distributed as dist
 from torch import nn
 
 from craft_vla.craft.step import mean_over_ranks  # noqa: F401  (re-exported for the trainer)
+from craft_vla.training.threads import threads_per_process
 
 
 @dataclass(frozen=True)
@@ -28,8 +29,10 @@ class DistEnv:
         return self.rank == 0
 
 
-def init_distributed(mode: str) -> DistEnv:
-    """Join the torchrun process group when launched by torchrun; a single process otherwise."""
+def init_distributed(mode: str, threads: int = 0) -> DistEnv:
+    """Join the torchrun process group when launched by torchrun; a single process otherwise. Each process
+    takes `threads` torch threads (0: `threads_per_process` of the processes on this machine)."""
+    torch.set_num_threads(threads_per_process(int(os.environ.get("LOCAL_WORLD_SIZE", "1")), threads))
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if mode != "none" and world_size == 1 and "RANK" not in os.environ:
         raise RuntimeError(f"--distributed {mode} needs torchrun, e.g. `torchrun --nproc-per-node 2 -m craft_vla.cli.finetune ...`")

@@ -1,13 +1,15 @@
 """The fine-tuning run: setup, the loop, checkpoints. One step is `train_step` (step.py).
 
-    craft-vla finetune --dataset_name craft_tabletop --data_root_dir data --use_craft True \\
+    craft-vla finetune --model tiny --dataset_name craft_tabletop --data_root_dir data --use_craft True \\
         --craft_cache_path caches/tabletop --max_steps 2000
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,26 +18,35 @@ from typing import Any
 
 import draccus
 import torch
+import yaml
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from craft_vla.craft import CraftStep, DualVariable
-from craft_vla.craft.cache import AnchorCache
+from craft_vla.craft.cache import AnchorCache, resolve_epsilon
 from craft_vla.data.collate import VLACollator
 from craft_vla.data.dataset import VLADataset
 from craft_vla.data.normalize import save_dataset_statistics
+from craft_vla.data.rlds import RLDSFormatError, RLDSReader
 from craft_vla.data.sampler import EpochSampler
 from craft_vla.data.statistics import compute_dataset_statistics
 from craft_vla.data.transforms import infer_dataset_kind
-from craft_vla.models.checkpoint import save_policy_checkpoint
-from craft_vla.models.lora import adapters_disabled, apply_lora
+from craft_vla.models import loading
+from craft_vla.models.checkpoint import save_base_vla, save_policy_checkpoint
+from craft_vla.models.lora import adapters_disabled, apply_lora, is_lora
 from craft_vla.training import setup
-from craft_vla.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from craft_vla.training.checkpoint import STATE_DIR, latest_checkpoint, load_checkpoint, save_checkpoint
 from craft_vla.training.config import FinetuneConfig
-from craft_vla.training.distributed import DistEnv, init_distributed, unwrap, wrap_model
+from craft_vla.training.distributed import (
+    DistEnv,
+    barrier,
+    init_distributed,
+    mean_over_ranks,
+    unwrap,
+    wrap_model,
+)
 from craft_vla.training.metrics import MetricsLogger
-from craft_vla.training.step import TrainState, train_step, warmup_then_decay
-
-SHARD_UNITS = ("Qwen2DecoderLayer", "Block", "ProBridgeBlock", "BridgeBlock")
+from craft_vla.training.step import ActionLoss, TrainState, train_step, warmup_then_decay
 
 
 @dataclass
@@ -57,14 +68,16 @@ class Run:
 def run_name(cfg: FinetuneConfig) -> str:
     if cfg.run_id_override:
         return cfg.run_id_override
-    name = f"{cfg.model if not cfg.vlm_path else Path(cfg.vlm_path).name}+{cfg.dataset_name}+b{cfg.batch_size}+lr-{cfg.learning_rate}"
-    name += f"+lora-r{cfg.lora_rank}" if cfg.use_lora else "+full"
+    model = Path(cfg.vlm_path).name if cfg.vlm_path else cfg.model
+    name = f"{model}+{cfg.dataset_name}+b{cfg.batch_size}+lr-{cfg.learning_rate}"
+    name += "+frozen" if cfg.freeze_vlm else f"+lora-r{cfg.lora_rank}" if cfg.use_lora else "+full"
     name += f"+craft-eps{cfg.craft_epsilon}" if cfg.use_craft else ""
     return name + (f"--{cfg.run_id_note}" if cfg.run_id_note else "")
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
-    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+            for k, v in batch.items()}
 
 
 def anchor_stream(loader, cache: AnchorCache | None, snapshot, device: torch.device) -> Iterator[dict]:
@@ -80,9 +93,10 @@ def anchor_stream(loader, cache: AnchorCache | None, snapshot, device: torch.dev
 
 def build_run(cfg: FinetuneConfig) -> Run:
     cfg.validate()
-    env = init_distributed(cfg.distributed)
+    env = init_distributed(cfg.distributed, cfg.threads)
     torch.manual_seed(cfg.seed)  # same initialisation on every rank
     run_dir = Path(cfg.run_root_dir) / run_name(cfg)
+    claim_run_dir(cfg, run_dir, env)
     readers = setup.open_readers(cfg)
     tokenizer = setup.load_tokenizer(cfg, readers)
     statistics = {r.name: compute_dataset_statistics(r, infer_dataset_kind(r.name)) for r in readers}
@@ -99,10 +113,10 @@ def build_run(cfg: FinetuneConfig) -> Run:
     elif cfg.use_lora:
         policy = apply_lora(policy, cfg.lora_rank, cfg.lora_dropout)
     setup.place_model(policy, cfg, env.device)
-    model = wrap_model(policy, cfg.distributed, env, [m for m in policy.modules() if type(m).__name__ in SHARD_UNITS])
+    model = wrap_model(policy, cfg.distributed, env, policy.blocks())
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(cfg, trainable, unwrap(model))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_then_decay(cfg.lr_warmup_steps, cfg.num_steps_before_decay))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_then_decay(int(cfg.lr_warmup_steps), cfg.num_steps_before_decay))
     autocast = setup.autocast_for(cfg, env.device)
     state = TrainState(model, optimizer, scheduler, max_grad_norm=cfg.max_grad_norm, autocast=autocast, trainable=trainable)
     collate = VLACollator(pad_token_id=tokenizer.pad_token_id)
@@ -146,8 +160,7 @@ def setup_craft(run: Run, policy, tokenizer, collate: VLACollator, autocast) -> 
         precision = "bf16" if setup.uses_bf16(cfg, env.device) else "fp32"
         cache = setup.open_anchor_cache(cfg, setup.anchor_fingerprint(spec, run.snapshot_sha256, anchor_data, tokenizer, precision))
         ids = setup.anchor_ids(cache, anchor_data)
-        if cfg.craft_epsilon_mode == "relative":
-            epsilon = cfg.craft_epsilon * cache.spread[{"both": "all"}.get(spec.parts, spec.parts)]
+        epsilon = resolve_epsilon(cfg.craft_epsilon, cfg.craft_epsilon_mode, cache.spread, spec.parts)
     else:
         ids = anchor_data.sample_ids
 
@@ -174,16 +187,79 @@ def save(run: Run) -> Path:
         extra["anchor_sampler"] = run.anchor_sampler.state_dict()
 
     def write_model_files(directory: Path, model_state: dict) -> None:
-        save_policy_checkpoint(policy, directory, state.step, state_dict=model_state, dataset_statistics=stats)
+        """VLA-Adapter's layout with the processor files, and once per LoRA run the frozen base the adapters
+        apply to (<run>/base_vla/): every step folder then evaluates with no other file or flag."""
+        save_policy_checkpoint(policy, directory, state.step, state_dict=model_state,
+                               dataset_statistics=stats, merge_lora=cfg.merge_lora_during_training)
+        sources = setup.tokenizer_sources(cfg), setup.processor_sources(cfg)
+        loading.copy_preprocessing_files(*sources, directory)
+        base = run.run_dir / loading.BASE_VLA_DIR
+        if is_lora(policy.vla) and not base.is_dir():
+            save_base_vla(policy, base, model_state)
 
-    return save_checkpoint(run.run_dir, state, run.env, extra, write_model_files, cfg.save_latest_checkpoint_only)
+    keep_only_latest = cfg.save_latest_checkpoint_only
+    return save_checkpoint(run.run_dir, state, run.env, extra, write_model_files, keep_only_latest)
+
+
+def checkpoint_to_resume(cfg: FinetuneConfig, run_dir: Path) -> Path:
+    """In `--resum_vla_path` (a run directory or one of its step folders; default: this run's directory),
+    the checkpoint of `--resume_step`, else the latest complete one."""
+    source = Path(cfg.resum_vla_path) if cfg.resum_vla_path else run_dir
+    if (source / STATE_DIR).is_dir():
+        path = source
+    elif cfg.resume_step is None:
+        path = latest_checkpoint(source)
+    else:
+        path = source / f"step-{cfg.resume_step:06d}"
+    if path is None or not (path / STATE_DIR / "state.pt").is_file():
+        raise FileNotFoundError(
+            f"--resume True but {path or source} holds no complete craft-vla checkpoint (a step-NNNNNN "
+            f"folder with {STATE_DIR}/state.pt): point --resum_vla_path at a craft-vla run, or drop --resume"
+        )
+    return path
+
+
+# What a resumed run may change: how long it runs, where it goes, what it logs and how it saves, never the
+# updates it computes
+CHANGEABLE_ON_RESUME = frozenset({
+    "max_steps", "save_freq", "save_latest_checkpoint_only", "merge_lora_during_training", "resume", "resume_step",
+    "resum_vla_path", "overwrite", "run_root_dir", "run_id_note", "run_id_override", "use_val_set", "val_freq", "val_time_limit", "wandb_entity", "wandb_project",
+    "wandb_mode", "wandb_log_freq", "num_workers", "threads", "craft_warn_l_ret",
+})
+
+
+def claim_run_dir(cfg: FinetuneConfig, run_dir: Path, env: DistEnv) -> None:
+    """Keep one run per directory: a fresh run refuses a directory that holds another run's checkpoints or
+    metrics (unless --overwrite True), and a resumed run refuses flags that would make it a different run."""
+    if cfg.resume:
+        source = checkpoint_to_resume(cfg, run_dir).parent / "config.yaml"
+        if source.exists():
+            saved, now = yaml.safe_load(source.read_text()), yaml.safe_load(draccus.dump(cfg))
+            changed = sorted(k for k in set(saved) & set(now) - CHANGEABLE_ON_RESUME if saved[k] != now[k])
+            if changed:
+                lines = "; ".join(f"--{k} was {saved[k]!r}, now {now[k]!r}" for k in changed)
+                raise ValueError(
+                    f"--resume True continues the run in {source.parent} but these flags change it: {lines}. "
+                    f"Resume with the run's flags (only {', '.join(sorted(CHANGEABLE_ON_RESUME))} may change), "
+                    "or start a new run (another --run_id_note)"
+                )
+        return
+    found = sorted(p.name for p in run_dir.glob("step-*")) + [n for n in ("metrics.jsonl",) if (run_dir / n).exists()]
+    if found and not cfg.overwrite:
+        raise FileExistsError(
+            f"{run_dir} already holds a run ({', '.join(found[:3])}): pass --resume True to continue it, "
+            "--run_id_note NOTE for a new run beside it, or --overwrite True to replace it"
+        )
+    if found and env.is_main:
+        shutil.rmtree(run_dir)
+    barrier()  # no rank writes into the directory before it is cleared
 
 
 def resume(run: Run) -> None:
-    path = latest_checkpoint(run.run_dir) if run.cfg.resume_step is None else run.run_dir / f"step-{run.cfg.resume_step:06d}"
-    if path is None or not path.exists():
-        raise FileNotFoundError(f"--resume True but no complete checkpoint in {run.run_dir}")
+    path = checkpoint_to_resume(run.cfg, run.run_dir)
     saved = load_checkpoint(path, run.state, run.env)
+    if run.cfg.resume_step is not None and run.state.step != run.cfg.resume_step:
+        raise ValueError(f"{path} holds step {run.state.step}, not --resume_step {run.cfg.resume_step}")
     if saved["snapshot_sha256"] != run.snapshot_sha256:
         raise RuntimeError(f"{path} was trained from other snapshot weights than --vlm_path gives now")
     run.sampler.load_state_dict(saved["sampler"])
@@ -198,25 +274,101 @@ def check_first_retention(log: dict[str, Any], f_norm_sq: float | None, threshol
         return
     if l_ret > threshold * max(f_norm_sq, 1e-12):
         print(
-            f"WARNING: L_ret at step 0 is {l_ret:.3g} ({l_ret / f_norm_sq:.2e} of ||f~||²) but the model is still the "
-            "snapshot: the anchor cache does not match this model, data or preprocessing (or augmentation is on)"
+            f"WARNING: L_ret at step 0 is {l_ret:.3g} ({l_ret / f_norm_sq:.2e} of ||f~||²) but the model is "
+            "still the snapshot: the anchor cache does not match this model, data or preprocessing (or "
+            "augmentation is on)"
         )
+
+
+@dataclass
+class Validation:
+    """The held-out split as VLA-Adapter's `--use_val_set` reads it (the RLDS "val" split of the same
+    datasets): un-augmented, normalised with the training statistics; this rank's batches of sample ids,
+    the same every pass so that the losses of two passes compare."""
+
+    dataset: VLADataset
+    batches: list[list[int]]
+    collate: VLACollator
+
+
+def open_validation_readers(cfg: FinetuneConfig) -> list[RLDSReader]:
+    try:
+        return setup.open_readers(cfg, split="val")
+    except RLDSFormatError as error:
+        raise ValueError(
+            f"--use_val_set True evaluates on the 'val' split of the datasets, as VLA-Adapter does, but "
+            f"{error}. Add a 'val' split (its shards and an entry in dataset_info.json) or pass "
+            "--use_val_set False"
+        ) from error
+
+
+def validation_set(run: Run, readers: list[RLDSReader]) -> Validation:
+    train, cfg, env = run.dataset, run.cfg, run.env
+    config = dataclasses.replace(train.config, augment=False)
+    dataset = VLADataset(readers, train.tokenizer, config, statistics=train.statistics)
+    # "pad": every rank gets as many batches, so FSDP's collective forwards stay in step
+    sampler = EpochSampler(dataset.sample_ids, cfg.seed, env.rank, env.world_size, remainder="pad")
+    ids = sampler.epoch_ids(0).tolist()
+    batches = [ids[i : i + cfg.batch_size] for i in range(0, len(ids), cfg.batch_size)]
+    return Validation(dataset, batches, VLACollator(pad_token_id=train.tokenizer.pad_token_id))
+
+
+@contextlib.contextmanager
+def evaluation_mode(model: torch.nn.Module, device: torch.device) -> Iterator[None]:
+    """Eval mode, no gradients, and the random number generators restored afterwards, so that a validation
+    pass changes nothing the training then sees (dropout, the head's input noise)."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            yield
+    finally:
+        for module, mode in modes:
+            module.training = mode
+
+
+def validation_metrics(run: Run, validation: Validation) -> dict[str, float]:
+    """Mean L1 action loss (and its side metrics) over the validation batches, averaged over ranks; the pass
+    stops after the batch that takes it past --val_time_limit seconds on any rank."""
+    state, env, cfg = run.state, run.env, run.cfg
+    loader = DataLoader(validation.dataset, batch_sampler=validation.batches, collate_fn=validation.collate,
+                        num_workers=cfg.num_workers)
+    action_loss = ActionLoss(state.autocast)
+    total = torch.zeros((), device=env.device)
+    start = time.perf_counter()
+    with evaluation_mode(state.model, env.device):
+        for batch in loader:
+            total += action_loss(state.model, to_device(batch, env.device)).float()
+            late = torch.tensor(float(time.perf_counter() - start > cfg.val_time_limit), device=env.device)
+            if mean_over_ranks(late) > 0:
+                break
+    side = action_loss.means()
+    names = sorted(side)
+    values = mean_over_ranks(torch.stack([total / action_loss.count, *[side[k] for k in names]])).tolist()
+    metrics = {"val/loss": values[0], **{f"val/{k}": v for k, v in zip(names, values[1:])}}
+    return {**metrics, "val/num_batches": action_loss.count, "val/seconds": time.perf_counter() - start}
 
 
 def finetune(cfg: FinetuneConfig) -> Path:
     """Run (or resume) fine-tuning; returns the run directory."""
+    val_readers = open_validation_readers(cfg) if cfg.use_val_set else []  # before the model: fail early
     run = build_run(cfg)
     if cfg.resume:
         resume(run)
     state, env = run.state, run.env
+    validation = validation_set(run, val_readers) if cfg.use_val_set else None
     k = cfg.grad_accumulation_steps
-    logger = MetricsLogger(run.run_dir, enabled=env.is_main, wandb_project=cfg.wandb_project, wandb_entity=cfg.wandb_entity,
-                           wandb_mode=cfg.wandb_mode, run_name=run.run_dir.name, config=dataclasses.asdict(cfg),
-                           resume_step=state.step if cfg.resume else None)
+    logger = MetricsLogger(
+        run.run_dir, enabled=env.is_main, wandb_project=cfg.wandb_project, wandb_entity=cfg.wandb_entity,
+        wandb_mode=cfg.wandb_mode, run_name=run.run_dir.name, config=dataclasses.asdict(cfg),
+        resume_step=state.step if cfg.resume else None, wandb_log_freq=cfg.wandb_log_freq,
+    )
     f_norm_sq = None
     if cfg.use_craft and cfg.craft_anchor_source == "cache":
-        f_norm_sq = json.loads((Path(cfg.craft_cache_path) / "meta.json").read_text())["spread"]["mean_norm_sq"]
-    bar = tqdm(total=cfg.max_steps, initial=state.step, desc="finetune", disable=not env.is_main, dynamic_ncols=True)
+        meta = json.loads((Path(cfg.craft_cache_path) / "meta.json").read_text())
+        f_norm_sq = meta["spread"]["mean_norm_sq"]
+    bar = tqdm(total=cfg.max_steps, initial=state.step, desc="finetune", disable=not env.is_main,
+               dynamic_ncols=True)
     start = time.perf_counter()
     while state.step < cfg.max_steps:
         batches = [next(run.batches) for _ in range(k)]
@@ -228,13 +380,17 @@ def finetune(cfg: FinetuneConfig) -> Path:
             run.anchor_sampler.advance(cfg.anchor_batch_size * k)
         if step == 0 and not cfg.image_aug:
             check_first_retention(log, f_norm_sq, cfg.craft_warn_l_ret)
+        if validation is not None and state.step % cfg.val_freq == 0:  # in the record of the step just done
+            log.update(validation_metrics(run, validation))
         logger.log(step, log)
         bar.update(1)
-        bar.set_postfix({k_: f"{log[k_]:.4g}" for k_ in ("loss", "craft/L_ret", "craft/lambda") if k_ in log})
+        shown = ("loss", "val/loss", "craft/L_ret", "craft/lambda")
+        bar.set_postfix({key: f"{log[key]:.4g}" for key in shown if key in log})
         if state.step % cfg.save_freq == 0 or state.step == cfg.max_steps:
             save(run)
     bar.close()
     logger.close()
     if env.is_main:
-        print(f"finished {cfg.max_steps} steps in {time.perf_counter() - start:.1f} s; run directory {run.run_dir}")
+        seconds = time.perf_counter() - start
+        print(f"finished {cfg.max_steps} steps in {seconds:.1f} s; run directory {run.run_dir}")
     return run.run_dir

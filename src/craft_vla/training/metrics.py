@@ -1,4 +1,8 @@
-"""Metrics go to a JSONL file always, to W&B when a project is given (offline by default)."""
+"""Metrics go to a JSONL file always, to W&B when a project is given (offline by default).
+
+metrics.jsonl gets every step; W&B gets every `wandb_log_freq`-th step (VLA-Adapter's --wandb_log_freq),
+and every validation result whatever its step: they are rare, and a skipped one would be lost.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ import math
 import os
 from pathlib import Path
 from typing import Any
+
+ALWAYS_TO_WANDB = "val/"  # the prefix of the metrics W&B gets at any step
 
 
 class MetricsLogger:
@@ -22,8 +28,10 @@ class MetricsLogger:
         run_name: str = "",
         config: dict[str, Any] | None = None,
         resume_step: int | None = None,
+        wandb_log_freq: int = 1,
     ) -> None:
         self.enabled = enabled
+        self.wandb_log_freq = wandb_log_freq
         self.path = Path(run_dir) / "metrics.jsonl"
         self._wandb = None
         if not enabled:
@@ -48,7 +56,8 @@ class MetricsLogger:
 
     def _truncate_after(self, step: int) -> None:
         """A resumed run rewrites the steps after its checkpoint, so the file matches an uninterrupted run."""
-        kept = [line for line in self.path.read_text().splitlines() if line and json.loads(line)["step"] < step]
+        lines = self.path.read_text().splitlines()
+        kept = [line for line in lines if line and json.loads(line)["step"] < step]
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text("".join(line + "\n" for line in kept))
         os.replace(tmp, self.path)
@@ -59,7 +68,11 @@ class MetricsLogger:
         record = {"step": step, **{k: _jsonable(v) for k, v in metrics.items()}}
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
-        if self._wandb is not None:
+        if self._wandb is None:
+            return
+        if step % self.wandb_log_freq != 0:
+            metrics = {k: v for k, v in metrics.items() if k.startswith(ALWAYS_TO_WANDB)}
+        if metrics:
             self._wandb.log(metrics, step=step)
 
     def close(self) -> None:

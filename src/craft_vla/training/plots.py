@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from craft_vla.training.metrics import read_metrics
@@ -39,3 +40,15 @@ def plot_craft_dynamics(run_dir: Path, out_path: Path | None = None) -> Path:
     fig.savefig(out_path, dpi=110)
     plt.close(fig)
     return out_path
+
+
+@dataclass
+class PlotConfig:
+    """`craft-vla plot RUN_DIR`: lambda and L_ret against epsilon over training, from the run's metrics.jsonl."""
+
+    run_dir: Path = Path(".")  # a run directory of `craft-vla finetune --use_craft True`
+    out: Path | None = None  # PNG path; default RUN_DIR/craft_dynamics.png
+
+
+def plot(cfg: PlotConfig) -> None:
+    print(plot_craft_dynamics(cfg.run_dir, cfg.out))

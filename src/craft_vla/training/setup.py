@@ -11,7 +11,6 @@ import dataclasses
 import hashlib
 import json
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,19 +21,19 @@ from craft_vla.craft import AnchorSpec
 from craft_vla.craft.cache import AnchorCache, CacheError
 from craft_vla.data.collate import VLACollator
 from craft_vla.data.dataset import SampleConfig, VLADataset
+from craft_vla.data.image import ImageNormalization
 from craft_vla.data.normalize import DatasetStatistics
 from craft_vla.data.prompt import vla_prompt_text
 from craft_vla.data.rlds import RLDSReader, resolve_dataset_dir
 from craft_vla.data.sampler import EpochSampler
-from craft_vla.data.tokenizers import HFQwenTokenizer, WordTokenizer
-from craft_vla.models import VLAAdapterConfig, VLAAdapterPolicy, build_policy, get_config
+from craft_vla.data.tokenizers import WordTokenizer
+from craft_vla.models import VLAAdapterConfig, VLAAdapterPolicy, build_policy, get_config, loading
 from craft_vla.models.attention import set_matmul_attention
-from craft_vla.models.checkpoint import load_vla
-from craft_vla.models.prismatic import load_prismatic_vlm
 from craft_vla.training.anchor_cache import weights_fingerprint
 from craft_vla.training.config import FinetuneConfig
 
 VIEWS = ("primary", "wrist")
+IMAGE_PREPROCESSING_VERSION = 2
 
 
 def dataset_names(cfg: FinetuneConfig) -> list[str]:
@@ -45,17 +44,29 @@ def open_readers(cfg: FinetuneConfig, split: str = "train") -> list[RLDSReader]:
     return [RLDSReader(resolve_dataset_dir(cfg.data_root_dir, name), split=split) for name in dataset_names(cfg)]
 
 
+def tokenizer_sources(cfg: FinetuneConfig) -> list[str]:
+    """Where the run's tokenizer is read, in order: --tokenizer_path, --config_file_path (VLA-Adapter's
+    directory of the processor and tokenizer files), --vlm_path."""
+    return [p for p in (cfg.tokenizer_path, cfg.config_file_path, cfg.vlm_path) if p]
+
+
+def processor_sources(cfg: FinetuneConfig) -> list[str]:
+    """Where the run's image constants (preprocessor_config.json) are read, in order: --config_file_path,
+    --vlm_path; none holding one: the release's constants."""
+    return [p for p in (cfg.config_file_path, cfg.vlm_path) if p]
+
+
+def base_config(cfg: FinetuneConfig) -> VLAAdapterConfig:
+    """The architecture before the run's data-dependent fields: the VLM directory's (--model wins)."""
+    return loading.vlm_config(cfg.vlm_path, cfg.model) if cfg.vlm_path else get_config(cfg.model)
+
+
 def load_tokenizer(cfg: FinetuneConfig, readers: Sequence[RLDSReader]):
-    """The run's tokenizer: `--tokenizer_path` (a WordTokenizer json or an HF dir), the checkpoint dir's,
-    or, for a preset model without checkpoint, a word-level vocabulary of the datasets' instructions."""
-    path = cfg.tokenizer_path or cfg.config_file_path or cfg.vlm_path
-    if path:
-        path = Path(path)
-        if path.is_file():
-            return WordTokenizer.load(path)
-        if (path / "word_tokenizer.json").is_file():
-            return WordTokenizer.load(path / "word_tokenizer.json")
-        return HFQwenTokenizer(path)
+    """The run's tokenizer (`models.loading.load_tokenizer` over `tokenizer_sources`), or, for a preset model
+    without any of those paths, a word-level vocabulary of the datasets' instructions."""
+    sources = tokenizer_sources(cfg)
+    if sources:
+        return loading.load_tokenizer(sources, base_config(cfg).llm.vocab_size)
     instructions = sorted({str(i) for reader in readers for i in episode_instructions(reader)})
     return WordTokenizer.from_texts(vla_prompt_text(i) for i in instructions)
 
@@ -69,7 +80,13 @@ def episode_instructions(reader: RLDSReader) -> set[str]:
     return found
 
 
-def model_config(cfg: FinetuneConfig, base: VLAAdapterConfig, action_dim: int, proprio_dim: int | None, vocab_size: int | None) -> VLAAdapterConfig:
+def model_config(
+    cfg: FinetuneConfig,
+    base: VLAAdapterConfig,
+    action_dim: int,
+    proprio_dim: int | None,
+    vocab_size: int | None,
+) -> VLAAdapterConfig:
     """The model configuration with this run's data-dependent fields."""
     fields: dict[str, Any] = dict(
         num_images_in_input=cfg.num_images_in_input,
@@ -82,16 +99,18 @@ def model_config(cfg: FinetuneConfig, base: VLAAdapterConfig, action_dim: int, p
         fields["proprio_dim"] = proprio_dim
     config = dataclasses.replace(base, **fields)
     if vocab_size is not None and vocab_size > config.llm.vocab_size:
-        raise ValueError(f"the tokenizer has {vocab_size} tokens but the model's vocabulary has {config.llm.vocab_size}")
+        raise ValueError(
+            f"the tokenizer has {vocab_size} tokens but the model's vocabulary has {config.llm.vocab_size}"
+        )
     return config
 
 
-def build_model(cfg: FinetuneConfig, action_dim: int, proprio_dim: int | None, vocab_size: int) -> tuple[VLAAdapterPolicy, str]:
+def build_model(
+    cfg: FinetuneConfig, action_dim: int, proprio_dim: int | None, vocab_size: int
+) -> tuple[VLAAdapterPolicy, str]:
     """The policy to fine-tune and the sha256 of its VLM weights (the snapshot's fingerprint)."""
     if cfg.vlm_path:
-        path = Path(cfg.vlm_path)
-        base = get_config(cfg.model) if cfg.model else None
-        vlm = load_prismatic_vlm(path, base) if (path / "checkpoints").is_dir() else load_vla(path)
+        vlm = loading.load_vlm(cfg.vlm_path, cfg.model)
         config = model_config(cfg, vlm.config, action_dim, proprio_dim, vocab_size)
         policy = VLAAdapterPolicy(config, vla=vlm)
     else:
@@ -111,6 +130,7 @@ def sample_config(cfg: FinetuneConfig, model: VLAAdapterConfig, augment: bool) -
         num_action_queries=model.num_action_queries,
         seed=cfg.seed,
         action_dim=model.action_dim,
+        image_normalization=ImageNormalization.from_directories(*processor_sources(cfg)),
     )
 
 
@@ -191,6 +211,8 @@ def anchor_fingerprint(spec: AnchorSpec, snapshot_sha256: str, dataset: VLADatas
         "image_views": list(c.image_views),
         "image_normalization": dataclasses.asdict(dataset.normalization),
         "center_crop_area": c.center_crop_area,
+        # 2: TensorFlow's crop_and_resize arithmetic and uint8 conversion (issue 14); caches of 1 hold other pixels
+        "image_preprocessing": IMAGE_PREPROCESSING_VERSION,
         "num_action_queries": c.num_action_queries,
         "system_prompt": c.system_prompt,
         "tokenizer": f"{type(tokenizer).__name__}:{tokenizer.vocab_size}",

@@ -7,6 +7,7 @@ so DDP, FSDP2 and gradient accumulation average the gradients as they always do.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -80,27 +81,47 @@ def train_step(state: TrainState, batches: Sequence[Batch], anchor_batches: Sequ
         grad_norm = torch.nn.utils.clip_grad_norm_(state.trainable, state.max_grad_norm)
     else:
         grad_norm = torch.nn.utils.get_total_norm(grads)
-    log["lr"] = state.scheduler.get_last_lr()[0]
-    state.optimizer.step()
-    state.scheduler.step()
-    state.optimizer.zero_grad(set_to_none=True)
-    state.step += 1
     side = action_loss.means()
     names = sorted(side)
     reduced = mean_over_ranks(torch.stack([l_act.float(), *[side[k] for k in names]]))
     grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
     values = torch.cat([reduced, grad_norm.float().reshape(1).to(reduced.device)]).tolist()
+    check_finite(state.step, values[0], values[-1], log.get("craft/L_ret"))  # before any weight changes
+    log["lr"] = state.scheduler.get_last_lr()[0]
+    state.optimizer.step()
+    state.scheduler.step()
+    state.optimizer.zero_grad(set_to_none=True)
+    state.step += 1
     log["loss"] = values[0]
     log.update(dict(zip(names, values[1:-1])))
     log["grad_norm"] = values[-1]
     return log
 
 
+class NonFiniteError(ValueError):
+    """A loss or gradient that is NaN or infinite: the step is not applied, and nothing is saved."""
+
+
+def check_finite(step: int, loss: float, grad_norm: float, l_ret: float | None = None) -> None:
+    """Stop the run at the first non-finite loss or gradient (the same values on every rank, so all stop)."""
+    values = {"L_act": loss, "gradient norm": grad_norm, **({"L_ret": l_ret} if l_ret is not None else {})}
+    bad = {k: v for k, v in values.items() if not math.isfinite(v)}
+    if bad:
+        found = ", ".join(f"{k} {v}" for k, v in bad.items())
+        raise NonFiniteError(
+            f"step {step}: {found}; the update was not applied and no checkpoint is written. Likely causes: a "
+            "learning rate too high for this model (--learning_rate), or non-finite values in the data "
+            "(check it with `craft-vla data inspect`)"
+        )
+
+
 def warmup_then_decay(warmup_steps: int, decay_step: int) -> Callable[[int], float]:
-    """VLA-Adapter's schedule as a multiplier: linear 10 % -> 100 % over warm-up, then ×0.1 after decay_step."""
+    """VLA-Adapter's schedule as a multiplier: at step i, 0.1 + 0.9 · min((i + 1) / warm-up, 1), then ×0.1 from
+    `decay_step` on (MultiStepLR). VLA-Adapter writes the warm-up lr into the optimizer every step, which also
+    undoes the decay one step after it happens; here the decay holds, as its MultiStepLR intends."""
 
     def factor(step: int) -> float:
-        warm = 0.1 + 0.9 * step / warmup_steps if step < warmup_steps else 1.0
+        warm = 0.1 + 0.9 * min((step + 1) / warmup_steps, 1.0) if warmup_steps > 0 else 1.0
         return warm * (0.1 if step >= decay_step else 1.0)
 
     return factor

@@ -1,8 +1,9 @@
-"""`craft-vla data inspect`: summarise an RLDS dataset and save a grid of sample images."""
+"""`craft-vla data inspect PATH`: summarise an RLDS dataset and save a grid of sample images."""
 
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -84,3 +85,20 @@ def inspect(
         print(f"wrote {out_png}")
     return {"name": reader.name, "episodes": reader.num_episodes, "steps": reader.num_steps,
             "instructions": dict(instructions), "statistics": stats.to_json()}
+
+
+@dataclass
+class InspectConfig:
+    """`craft-vla data inspect PATH`: episodes, steps, instructions and normalisation statistics of an RLDS
+    dataset, and a PNG grid of sample images. Kinds: libero, identity (default: from the dataset's name)."""
+
+    path: Path = Path(".")  # dataset directory: <root>/<name> or <root>/<name>/<version>
+    out: Path | None = None  # PNG grid of sample images (default: none)
+    split: str = "train"
+    num_images: int = 8
+    kind: str | None = None  # dataset kind: libero | identity; default from the name
+
+
+def inspect_command(cfg: InspectConfig) -> int:
+    inspect(cfg.path, cfg.out, split=cfg.split, num_images=cfg.num_images, kind=cfg.kind)
+    return 0

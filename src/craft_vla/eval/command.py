@@ -1,4 +1,4 @@
-"""`craft-vla eval libero|compare`: closed-loop LIBERO / LIBERO-PRO success rates, and two runs side by side.
+"""`craft-vla eval libero` and `craft-vla eval compare`: LIBERO / LIBERO-PRO success rates; two runs side by side.
 
     craft-vla eval libero --pretrained_checkpoint RUN/CKPT --suite libero_spatial --num_envs 4
     craft-vla eval libero --policy random --suite libero_spatial --tasks 0 --num_trials_per_task 2
@@ -7,15 +7,15 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from craft_vla.eval.closed_loop import ChunkPolicy
 from craft_vla.eval.libero import LiberoEvalConfig, evaluate_libero
-from craft_vla.eval.libero_policy import ChunkPolicy, RandomChunkPolicy, ReplayChunkPolicy
+from craft_vla.eval.libero_policy import RandomChunkPolicy, ReplayChunkPolicy
 from craft_vla.eval.libero_suites import require_libero
 from craft_vla.eval.results import compare_table, load_results, markdown_table
 
@@ -24,14 +24,19 @@ POLICIES = ("checkpoint", "random", "replay")
 
 @dataclass
 class LiberoCommand(LiberoEvalConfig):
-    """The evaluation run plus where its policy comes from."""
+    """`craft-vla eval libero`: closed-loop success rates of a policy on LIBERO / LIBERO-PRO suites.
+    Suites: libero_spatial, libero_object, libero_goal, libero_10, libero_90, and every LIBERO-PRO suite derived
+    from them, <suite>_<perturbation> (e.g. libero_spatial_swap, libero_object_lan, libero_goal_task).
+    Policies: checkpoint (--pretrained_checkpoint), random (plumbing check, no weights), replay (--replay_actions)."""
 
     policy: str = "checkpoint"  # checkpoint | random (plumbing check, no weights) | replay (--replay_actions)
     pretrained_checkpoint: str = ""  # a checkpoint dir in VLA-Adapter's layout (ours or released)
     checkpoint_step: str = "latest"  # which `*--{step}_checkpoint.pt` files to load
     base_vla_path: str = ""  # for a LoRA checkpoint: the VLA (HF-format dir or Prismatic run dir) it adapts
+    use_pro_version: bool | None = None  # the head's block type; unset: read from its keys
+    head_input_bf16: bool | None = None  # action-query states rounded to bf16; unset: for VLA-Adapter's
     unnorm_key: str = ""  # dataset statistics to unnormalise with; empty: the suite's LIBERO dataset
-    center_crop: bool = True  # centre crop of 90 % area, for policies trained with crop augmentation
+    center_crop: bool = True  # centre crop of 90 percent of the area, for policies trained with crop augmentation
     device: str = "auto"  # auto: cuda (bf16) when available, else cpu (fp32)
     replay_actions: str = ""  # .npy file with (L, 7) actions for --policy replay
 
@@ -53,7 +58,8 @@ def build_chunk_policy(command: LiberoCommand) -> tuple[ChunkPolicy, dict[str, A
     policy = VLAAdapterChunkPolicy.from_checkpoint(
         command.pretrained_checkpoint, suites=command.suites(), step=command.checkpoint_step,
         unnorm_key=command.unnorm_key or None, center_crop=command.center_crop,
-        base_vla_path=command.base_vla_path, device=command.device,
+        base_vla_path=command.base_vla_path, device=command.device, use_pro_version=command.use_pro_version,
+        head_input_bf16=command.head_input_bf16,
     )
     return policy, policy.describe()
 
@@ -83,18 +89,19 @@ def compare(path_a: str | Path, path_b: str | Path) -> str:
     return table
 
 
-def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("libero", "compare"):
-        print("usage: craft-vla eval libero [--flags]  |  craft-vla eval compare RUN_A RUN_B", file=sys.stderr)
-        return 2
-    if argv[0] == "compare":
-        if len(argv) != 3:
-            print("usage: craft-vla eval compare RUN_A RUN_B (results.json files or run directories)", file=sys.stderr)
-            return 2
-        compare(argv[1], argv[2])
-        return 0
-    import draccus
+@dataclass
+class CompareCommand:
+    """`craft-vla eval compare RUN_A RUN_B`: two results.json files (or their run directories) side by side."""
 
-    command = draccus.parse(config_class=LiberoCommand, args=argv[1:])
+    run_a: Path = Path(".")
+    run_b: Path = Path(".")
+
+
+def compare_command(cmd: CompareCommand) -> int:
+    compare(cmd.run_a, cmd.run_b)
+    return 0
+
+
+def libero_command(command: LiberoCommand) -> int:
     libero(**asdict(command))
     return 0

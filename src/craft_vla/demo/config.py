@@ -1,0 +1,165 @@
+"""The demo's settings (`craft-vla demo --help` lists them), its presets, and their checks.
+
+Every check runs when the config is made, so a bad flag fails before data generation and pretraining,
+naming the flag as the user typed it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import draccus
+
+from craft_vla.data.cache_dir import cache_dir
+from craft_vla.demo.methods import METHODS
+from craft_vla.sim.world import WorldConfig
+
+Method = Literal["sft_lora", "sft_full", "frozen_vlm", "fixed_penalty", "projection_only", "craft"]
+Task = Literal[
+    "reach", "pick_up", "stack", "unstack", "place_side", "place_corner", "place_middle", "place_relation", "push_side"
+]
+
+
+@dataclass
+class DemoConfig:
+    """The embedded CPU testbed: representation collapse under plain fine-tuning, and its prevention by CRaFT.
+    Presets: --quick (one seed, two methods, the CI smoke test). Data and the snapshot are cached in
+    $CRAFT_VLA_CACHE/demo (default ~/.cache/craft_vla/demo) and reused by later runs."""
+
+    PRESETS: ClassVar[Path] = Path(__file__).parent / "presets"  # --quick loads PRESETS/quick.yaml
+
+    out_dir: Path = Path("demo_report")  # the report, plots and every run's logs and checkpoints
+    cache_dir: Path | None = None  # data, snapshot and anchor caches; default $CRAFT_VLA_CACHE/demo
+    quick: bool = False  # the CI smoke-test preset (presets/quick.yaml): one seed, two methods, small budget
+    toy: bool = False  # the toy backbone+head CRaFT problem instead of the testbed (seconds)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    methods: tuple[Method, ...] = ("sft_lora", "sft_full", "frozen_vlm", "fixed_penalty", "projection_only", "craft")
+    image_size: int = 64
+    # the downstream task: which of the suite's tasks, in scenes of how many objects (0: the suite's 3-5).
+    # Pretraining and every retention measurement keep the suite's 3-5-object scenes.
+    tasks: tuple[Task, ...] = ("reach", "pick_up")
+    objects: int = 1
+    episodes_per_task: int = 300  # demonstrations per fine-tuning task
+    # DART: std of Gaussian noise added to the executed (dx, dy) of each training demonstration, whose recorded
+    # action stays the expert's, so the data shows recoveries from small errors (validation data stays clean)
+    action_noise: float = 0.0
+    val_episodes_per_task: int = 20
+    eval_episodes_per_task: int = 50
+    # closed loop: the policy replans after this many of each chunk's 8 actions (8: the whole chunk open loop, as
+    # VLA-Adapter on LIBERO). Replanning after 4 raised every method's success on the training tasks by 3-10 points
+    # on the same checkpoints (README)
+    execute_steps: int = 4
+    eval_splits: tuple[Literal["train", "heldout"], ...] = ("train", "heldout")
+    steps: int = 1200  # fine-tuning steps per run
+    batch_size: int = 16
+    learning_rate: float = 1e-3
+    adam_beta2: float = 0.999  # AdamW's beta2, for every method (torch's default, VLA-Adapter's)
+    lr_warmup_steps: int = 50
+    lora_rank: int = 16
+    # retention budget, relative to the anchored features' spread S (see --epsilon_mode). 0.05 S was tighter than
+    # Adam at this learning rate can hold the action-query features (lambda grew without bound, QA was lost: README)
+    epsilon: float = 0.2
+    epsilon_mode: Literal["relative", "absolute"] = "relative"
+    dual_lr: float = 0.0  # 0: 0.1 / epsilon, so lambda grows by 0.1 a step while L_ret = 2 epsilon
+    # cap on lambda (0: none). A cap of 2 did not stop the CRaFT runs with 600 demonstrations per task from
+    # diverging (README, issue 7), so none by default
+    lambda_max: float = 0.0
+    fixed_penalty_weight: float = 1.0  # w of the fixed_penalty method: L_act + w L_ret
+    raw_layer: int = -1  # m, the raw-latent layer anchored; -1: L/2
+    aq_layer: int = -1  # M, the action-query layer anchored; -1: L
+    parts: Literal["both", "raw", "aq"] = "both"  # which bridge parts are anchored
+    pool: Literal["mean", "tokens"] = "mean"  # mean pooling or per-token features
+    anchor_batch_size: int = 0  # 0: the batch size
+    workers: int = 2  # parallel fine-tuning processes
+    # of fine-tuning and the anchor cache: fp32, bf16 (autocast), or auto: bf16 where the CPU multiplies bf16
+    # natively (AVX512-BF16 or AMX), float32 elsewhere. A bf16 step is 1.6x faster on such a CPU
+    # (docs/benchmarks.md), but one CRaFT seed of three lost the budget in the bf16 run (docs/method.md).
+    # The snapshot is always pretrained in float32
+    precision: Literal["auto", "bf16", "fp32"] = "fp32"
+    retention_scenes: int = 400
+    # torch threads per process; 0: $OMP_NUM_THREADS if set, else the idle cores shared among the processes
+    threads: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> DemoConfig:
+        """The preset `presets/<name>.yaml` with `overrides` on top."""
+        base = draccus.parse(cls, config_path=cls.PRESETS / f"{name}.yaml", args=[])
+        return cls(**{**{f.name: getattr(base, f.name) for f in fields(cls)}, **overrides})
+
+    @classmethod
+    def quick_preset(cls, **overrides: Any) -> DemoConfig:
+        return cls.preset("quick", **overrides)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Refuse settings the suite cannot run, naming the flag, the value typed and the fix."""
+        from craft_vla.sim.tasks import make_tasks
+
+        tasks = make_tasks()
+        unknown = sorted(set(self.tasks) - set(tasks))
+        if unknown or not self.tasks:
+            raise ValueError(f"--tasks {list(self.tasks)}: unknown {unknown}; choose from {sorted(tasks)}")
+        unknown = sorted(set(self.methods) - set(METHODS))
+        if unknown or not self.methods:
+            raise ValueError(f"--methods {list(self.methods)}: unknown {unknown}; choose from {sorted(METHODS)}")
+        choices = {"precision": ("auto", "bf16", "fp32"), "epsilon_mode": ("relative", "absolute"),
+                   "parts": ("both", "raw", "aq"), "pool": ("mean", "tokens")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"--{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
+        at_least = {"steps": 1, "batch_size": 1, "execute_steps": 1, "episodes_per_task": 1, "val_episodes_per_task": 1,
+                    "eval_episodes_per_task": 1, "lora_rank": 1, "workers": 1, "threads": 0, "image_size": 16,
+                    "retention_scenes": 2, "objects": 0, "anchor_batch_size": 0, "lr_warmup_steps": 0,
+                    "raw_layer": -1, "aq_layer": -1}
+        for name, low in at_least.items():
+            if getattr(self, name) < low:
+                raise ValueError(f"--{name} must be >= {low}; got {getattr(self, name)}")
+        positive = ("epsilon", "learning_rate")
+        non_negative = ("action_noise", "dual_lr", "lambda_max", "fixed_penalty_weight")
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise ValueError(f"--{name} must be > 0; got {getattr(self, name)}")
+        for name in non_negative:
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"--{name} must be >= 0; got {getattr(self, name)}")
+        if not 0.0 <= self.adam_beta2 < 1.0:
+            raise ValueError(f"--adam_beta2 must be in [0, 1); got {self.adam_beta2}")
+        if not self.seeds:
+            raise ValueError("--seeds needs at least one seed")
+        short = [t for t in self.tasks if self.objects and tasks[t].objects_needed > self.objects]
+        if short:
+            raise ValueError(
+                f"tasks {short} need a reference object: use --objects 2 or more (or 0 for the suite's 3-5), "
+                f"not {self.objects}"
+            )
+
+    @property
+    def cache_root(self) -> Path:
+        """Where data, the snapshot and anchor caches are cached."""
+        return Path(self.cache_dir) if self.cache_dir is not None else cache_dir("demo")
+
+    def resolved_precision(self) -> str:
+        """The precision fine-tuning and the anchor cache run in: "bf16" or "fp32"."""
+        return self.precision if self.precision != "auto" else ("bf16" if native_bf16_cpu() else "fp32")
+
+    def world(self) -> WorldConfig:
+        """The world of the downstream task's demonstrations and closed-loop episodes."""
+        if not self.objects:
+            return WorldConfig()
+        return WorldConfig(min_objects=self.objects, max_objects=self.objects)
+
+
+def native_bf16_cpu() -> bool:
+    """Whether this CPU has bf16 matrix instructions (elsewhere bf16 is emulated, slower than float32)."""
+    import torch
+
+    capabilities = getattr(torch.cpu, "get_capabilities", dict)()  # torch >= 2.9
+    return bool(capabilities.get("avx512_bf16") or capabilities.get("amx_bf16"))
+
+
+__all__ = ["DemoConfig", "Method", "Task", "native_bf16_cpu"]
