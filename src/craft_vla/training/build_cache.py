@@ -12,14 +12,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch.utils.data import DataLoader
 
 from craft_vla.craft.cache import AnchorCache
 from craft_vla.data.collate import VLACollator
 from craft_vla.data.dataset import VLADataset
-from craft_vla.data.statistics import compute_dataset_statistics
-from craft_vla.data.transforms import infer_dataset_kind
 from craft_vla.training import setup
 from craft_vla.training.anchor_cache import build_anchor_cache, prefetched
 from craft_vla.training.config import FinetuneConfig
@@ -31,13 +28,9 @@ def build_cache(cfg: FinetuneConfig) -> AnchorCache | None:
     if not cfg.craft_cache_path:
         raise ValueError("pass --craft_cache_path DIR: where to write the anchor cache")
     env = init_distributed(cfg.distributed, cfg.threads)
-    torch.manual_seed(cfg.seed)  # a preset model is initialised exactly as the fine-tuning run's
-    readers = setup.open_readers(cfg)
-    tokenizer = setup.load_tokenizer(cfg, readers)
-    statistics = {r.name: compute_dataset_statistics(r, infer_dataset_kind(r.name)) for r in readers}
-    first = statistics[min(statistics)]
-    proprio_dim = first.proprio.dim if cfg.use_proprio and first.proprio is not None else None
-    policy, snapshot_sha256 = setup.build_model(cfg, first.action.dim, proprio_dim, tokenizer.vocab_size)
+    prepared = setup.prepare(cfg)  # exactly the model and data the fine-tuning run starts from
+    readers, tokenizer, statistics, policy = prepared.readers, prepared.tokenizer, prepared.statistics, prepared.policy
+    snapshot_sha256 = prepared.snapshot_sha256
     setup.place_model(policy, cfg, env.device)
     dataset = VLADataset(readers, tokenizer, setup.sample_config(cfg, policy.config, augment=False), statistics=statistics)
     spec = setup.anchor_spec(cfg, policy.config.llm.num_hidden_layers)

@@ -29,8 +29,6 @@ from craft_vla.data.dataset import VLADataset
 from craft_vla.data.normalize import save_dataset_statistics
 from craft_vla.data.rlds import RLDSFormatError, RLDSReader
 from craft_vla.data.sampler import EpochSampler
-from craft_vla.data.statistics import compute_dataset_statistics
-from craft_vla.data.transforms import infer_dataset_kind
 from craft_vla.models import loading
 from craft_vla.models.checkpoint import save_base_vla, save_policy_checkpoint
 from craft_vla.models.lora import adapters_disabled, apply_lora, is_lora
@@ -94,20 +92,11 @@ def anchor_stream(loader, cache: AnchorCache | None, snapshot, device: torch.dev
 def build_run(cfg: FinetuneConfig) -> Run:
     cfg.validate()
     env = init_distributed(cfg.distributed, cfg.threads)
-    torch.manual_seed(cfg.seed)  # same initialisation on every rank
     run_dir = Path(cfg.run_root_dir) / run_name(cfg)
     claim_run_dir(cfg, run_dir, env)
-    readers = setup.open_readers(cfg)
-    tokenizer = setup.load_tokenizer(cfg, readers)
-    statistics = {r.name: compute_dataset_statistics(r, infer_dataset_kind(r.name)) for r in readers}
-    first = statistics[min(statistics)]
-    action_dims = {s.action.dim for s in statistics.values()}
-    if len(action_dims) != 1:
-        raise ValueError(f"the datasets of a mixture must share an action dimension, found {sorted(action_dims)}")
-    proprio_dim = first.proprio.dim if cfg.use_proprio and first.proprio is not None else None
-    policy, snapshot_sha256 = setup.build_model(cfg, action_dims.pop(), proprio_dim, tokenizer.vocab_size)
-    model_cfg = policy.config
-    dataset = VLADataset(readers, tokenizer, setup.sample_config(cfg, model_cfg, cfg.image_aug), statistics=statistics)
+    prepared = setup.prepare(cfg)
+    readers, tokenizer, statistics, policy = prepared.readers, prepared.tokenizer, prepared.statistics, prepared.policy
+    dataset = VLADataset(readers, tokenizer, setup.sample_config(cfg, policy.config, cfg.image_aug), statistics=statistics)
     if cfg.freeze_vlm:
         policy.vla.requires_grad_(False)
     elif cfg.use_lora:
@@ -122,7 +111,7 @@ def build_run(cfg: FinetuneConfig) -> Run:
     collate = VLACollator(pad_token_id=tokenizer.pad_token_id)
     sampler = EpochSampler(dataset.sample_ids, seed=cfg.seed, rank=env.rank, world_size=env.world_size)
     loader = setup.batch_loader(dataset, sampler, cfg.batch_size, collate, cfg.num_workers, cfg.seed)
-    run = Run(cfg, env, run_dir, state, dataset, sampler, (to_device(b, env.device) for b in loader), snapshot_sha256=snapshot_sha256)
+    run = Run(cfg, env, run_dir, state, dataset, sampler, (to_device(b, env.device) for b in loader), snapshot_sha256=prepared.snapshot_sha256)
     if cfg.use_craft:
         setup_craft(run, policy, tokenizer, collate, autocast)
     if env.is_main:

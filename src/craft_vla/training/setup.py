@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,7 +27,9 @@ from craft_vla.data.normalize import DatasetStatistics
 from craft_vla.data.prompt import vla_prompt_text
 from craft_vla.data.rlds import RLDSReader, resolve_dataset_dir
 from craft_vla.data.sampler import EpochSampler
+from craft_vla.data.statistics import compute_dataset_statistics
 from craft_vla.data.tokenizers import WordTokenizer
+from craft_vla.data.transforms import infer_dataset_kind
 from craft_vla.models import VLAAdapterConfig, VLAAdapterPolicy, build_policy, get_config, loading
 from craft_vla.models.attention import set_matmul_attention
 from craft_vla.training.anchor_cache import weights_fingerprint
@@ -118,6 +121,33 @@ def build_model(
         base = dataclasses.replace(base, llm=dataclasses.replace(base.llm, vocab_size=max(vocab_size, 8)))
         policy = build_policy(model_config(cfg, base, action_dim, proprio_dim, None))
     return policy, weights_fingerprint(policy.vla.state_dict())
+
+
+@dataclass
+class Prepared:
+    """What finetune and build-cache build first from a config: the data, its tokenizer and statistics, the model."""
+
+    readers: list[RLDSReader]
+    tokenizer: Any
+    statistics: dict[str, DatasetStatistics]
+    policy: VLAAdapterPolicy
+    snapshot_sha256: str  # of the VLM weights the run starts from: the anchor cache's fingerprint
+
+
+def prepare(cfg: FinetuneConfig) -> Prepared:
+    """Readers, tokenizer, statistics and model, in one order and under one seed, so that build-cache's snapshot
+    is exactly the model fine-tuning starts from (a preset's random initialisation included)."""
+    torch.manual_seed(cfg.seed)  # the same initialisation in every command and on every rank
+    readers = open_readers(cfg)
+    tokenizer = load_tokenizer(cfg, readers)
+    statistics = {r.name: compute_dataset_statistics(r, infer_dataset_kind(r.name)) for r in readers}
+    action_dims = {s.action.dim for s in statistics.values()}
+    if len(action_dims) != 1:
+        raise ValueError(f"the datasets of a mixture must share an action dimension, found {sorted(action_dims)}")
+    first = statistics[min(statistics)]
+    proprio_dim = first.proprio.dim if cfg.use_proprio and first.proprio is not None else None
+    policy, snapshot_sha256 = build_model(cfg, action_dims.pop(), proprio_dim, tokenizer.vocab_size)
+    return Prepared(readers, tokenizer, statistics, policy, snapshot_sha256)
 
 
 def sample_config(cfg: FinetuneConfig, model: VLAAdapterConfig, augment: bool) -> SampleConfig:
