@@ -36,9 +36,12 @@ SMALL = "bench-small"
 
 
 def small_config() -> VLAAdapterConfig:
-    """tiny with a 256-wide, 8-layer LLM and 64 px images (128 patches for two views): 12.7 M parameters in all."""
+    """tiny with a 256-wide, 8-layer LLM and 64 px images (128 patches for two views):
+    12.7 M parameters in all."""
     tiny = PRESETS["tiny"]()
-    llm = dataclasses.replace(tiny.llm, hidden_size=256, num_hidden_layers=8, num_attention_heads=8, intermediate_size=768)
+    llm = dataclasses.replace(
+        tiny.llm, hidden_size=256, num_hidden_layers=8, num_attention_heads=8, intermediate_size=768
+    )
     return dataclasses.replace(tiny, llm=llm, image_size=64)
 
 
@@ -53,10 +56,15 @@ def synthetic_episode(rng: np.random.Generator, length: int, image_size: int) ->
     flags = np.arange(length)
     return {
         "steps": {
-            "observation": {"image": images, "wrist_image": images[:, ::-1].copy(),
-                            "state": rng.normal(size=(length, 8)).astype(np.float32)},
+            "observation": {
+                "image": images,
+                "wrist_image": images[:, ::-1].copy(),
+                "state": rng.normal(size=(length, 8)).astype(np.float32),
+            },
             "action": rng.uniform(-1, 1, size=(length, 7)).astype(np.float32),
-            "language_instruction": ("pick up the cube", "push the ball", "open the drawer")[int(rng.integers(3))],
+            "language_instruction": ("pick up the cube", "push the ball", "open the drawer")[
+                int(rng.integers(3))
+            ],
             "reward": np.zeros(length, np.float32),
             "discount": np.ones(length, np.float32),
             "is_first": flags == 0,
@@ -66,18 +74,33 @@ def synthetic_episode(rng: np.random.Generator, length: int, image_size: int) ->
     }
 
 
-def write_bench_dataset(root: Path, num_episodes: int, length: int = 10, image_size: int = 64, seed: int = 0) -> Path:
+def write_bench_dataset(
+    root: Path, num_episodes: int, length: int = 10, image_size: int = 64, seed: int = 0
+) -> Path:
     """`num_episodes` × `length` samples as the RLDS dataset `bench_tabletop` under `root`."""
     rng = np.random.default_rng(seed)
-    write_rlds_dataset(root, DATASET, [synthetic_episode(rng, length, image_size) for _ in range(num_episodes)], overwrite=True)
+    write_rlds_dataset(
+        root,
+        DATASET,
+        [synthetic_episode(rng, length, image_size) for _ in range(num_episodes)],
+        overwrite=True,
+    )
     return root
 
 
 def bench_config(model: str, data_root: Path, work_dir: Path, batch_size: int, **overrides) -> FinetuneConfig:
     """A CRaFT fine-tuning config on the benchmark dataset (full fine-tuning, no augmentation)."""
     base = FinetuneConfig(
-        model=model, data_root_dir=data_root, dataset_name=DATASET, run_root_dir=work_dir / "runs", batch_size=batch_size,
-        use_lora=False, image_aug=False, use_craft=True, craft_cache_path=str(work_dir / "cache"), save_freq=10**9,
+        model=model,
+        data_root_dir=data_root,
+        dataset_name=DATASET,
+        run_root_dir=work_dir / "runs",
+        batch_size=batch_size,
+        use_lora=False,
+        image_aug=False,
+        use_craft=True,
+        craft_cache_path=str(work_dir / "cache"),
+        save_freq=10**9,
     )
     return dataclasses.replace(base, **overrides)
 
@@ -104,7 +127,8 @@ def measure_forward(cfg: FinetuneConfig) -> tuple[Callable[[], float], Callable[
 
 
 def measure_build(cfg: FinetuneConfig, work_dir: Path) -> Callable[[], float]:
-    """Seconds of `build_anchor_cache` (load, forward, write, finalise) inside `build_cache`, each into a new directory."""
+    """Seconds of `build_anchor_cache` (load, forward, write, finalise) inside `build_cache`,
+    each into a new directory."""
     timings, count = [], [0]
     builder = build_cache_module.build_anchor_cache
 
@@ -118,7 +142,9 @@ def measure_build(cfg: FinetuneConfig, work_dir: Path) -> Callable[[], float]:
         count[0] += 1
         build_cache_module.build_anchor_cache = timed_builder  # time the builder, not the set-up around it
         try:
-            build_cache_module.build_cache(dataclasses.replace(cfg, craft_cache_path=str(work_dir / f"cache-{count[0]}")))
+            build_cache_module.build_cache(
+                dataclasses.replace(cfg, craft_cache_path=str(work_dir / f"cache-{count[0]}"))
+            )
         finally:
             build_cache_module.build_anchor_cache = builder
         return timings[-1]
@@ -126,8 +152,12 @@ def measure_build(cfg: FinetuneConfig, work_dir: Path) -> Callable[[], float]:
     return measure
 
 
-def benchmark(model: str, data_root: Path, work_dir: Path, batch_size: int, repeats: int, num_workers: int) -> dict[str, float]:
-    cfg = bench_config(model, data_root, work_dir, batch_size, craft_cache_shard_size=1024, num_workers=num_workers)
+def benchmark(
+    model: str, data_root: Path, work_dir: Path, batch_size: int, repeats: int, num_workers: int
+) -> dict[str, float]:
+    cfg = bench_config(
+        model, data_root, work_dir, batch_size, craft_cache_shard_size=1024, num_workers=num_workers
+    )
     forward, load_forward, num_samples = measure_forward(cfg)
     measures = {"forward": forward, "load+forward": load_forward, "build": measure_build(cfg, work_dir)}
     for measure in measures.values():  # warm-up
@@ -144,25 +174,41 @@ def benchmark(model: str, data_root: Path, work_dir: Path, batch_size: int, repe
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--episodes", type=int, default=24, help="of 10 steps each")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--models", nargs="+", default=["tiny", SMALL])
-    parser.add_argument("--num_workers", type=int, default=0,
-                        help="build-cache loader processes (0: load in the main process; on a GPU with a prefetch thread)")
+    parser.add_argument(
+        "--num_workers",
+        type=int,
+        default=0,
+        help="build-cache loader processes (0: load in the main process; on a GPU with a prefetch thread)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     register_small_preset()
     with tempfile.TemporaryDirectory() as tmp:
         data_root = write_bench_dataset(Path(tmp) / "data", args.episodes)
-        print(f"threads {args.threads}, batch size {args.batch_size}, num_workers {args.num_workers}, median of {args.repeats}; samples/s")
-        print(f"{'model':12s} {'samples':>7s} {'forward':>9s} {'load+fwd':>9s} {'build':>9s} {'build/fwd':>9s} {'build/l+f':>9s}")
+        print(
+            f"threads {args.threads}, batch size {args.batch_size}, num_workers {args.num_workers}, "
+            f"median of {args.repeats}; samples/s"
+        )
+        print(
+            f"{'model':12s} {'samples':>7s} {'forward':>9s} {'load+fwd':>9s} {'build':>9s} "
+            f"{'build/fwd':>9s} {'build/l+f':>9s}"
+        )
         for i, model in enumerate(args.models):
-            r = benchmark(model, data_root, Path(tmp) / f"work-{i}", args.batch_size, args.repeats, args.num_workers)
-            print(f"{model:12s} {r['samples']:7d} {r['forward']:9.1f} {r['load+forward']:9.1f} {r['build']:9.1f} "
-                  f"{r['build/forward']:9.2f} {r['build/load+forward']:9.2f}")
+            r = benchmark(
+                model, data_root, Path(tmp) / f"work-{i}", args.batch_size, args.repeats, args.num_workers
+            )
+            print(
+                f"{model:12s} {r['samples']:7d} {r['forward']:9.1f} {r['load+forward']:9.1f} "
+                f"{r['build']:9.1f} {r['build/forward']:9.2f} {r['build/load+forward']:9.2f}"
+            )
 
 
 if __name__ == "__main__":

@@ -28,7 +28,9 @@ def main() -> None:
     demo = DemoConfig()
     data_root = generate_data(demo)
     snapshot = pretrained_snapshot(PretrainConfig(), demo.cache_root)
-    cfg = base_finetune_config(demo, data_root, snapshot, demo.cache_dir / "unused", demo.cache_dir / "unused")
+    cfg = base_finetune_config(
+        demo, data_root, snapshot, demo.cache_dir / "unused", demo.cache_dir / "unused"
+    )
     tokenizer = setup.load_tokenizer(cfg, setup.open_readers(cfg))
     policy = snapshot_policy(str(snapshot), ACTION_DIM, STATE_DIM)
     reader = RLDSReader(resolve_dataset_dir(data_root, DATASET))
@@ -54,7 +56,10 @@ def main() -> None:
 
     spread = float((f_tilde - f_tilde.mean(0)).pow(2).sum(1).mean())
     print(f"spread S of f~ over these samples: {spread:.2f}")
-    print("| step s | queries: C_R drift | queries: C_AQ drift | rest of VLM: C_R drift | rest of VLM: C_AQ drift |")
+    print(
+        "| step s | queries: C_R drift | queries: C_AQ drift "
+        "| rest of VLM: C_R drift | rest of VLM: C_AQ drift |"
+    )
     print("| --- | --- | --- | --- | --- |")
     for step in (1e-4, 1e-3, 1e-2):
         q, r = drift(True, step), drift(False, step)

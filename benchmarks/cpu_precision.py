@@ -54,7 +54,9 @@ def use_sdpa(model: torch.nn.Module) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=5)
@@ -62,21 +64,45 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"CPU bf16 matrix instructions: {native_bf16_cpu()}")
-    print(f"matmul (1248x128 @ 128x384): fp32 {matmul_gflops(torch.float32):.0f} GFLOP/s, "
-          f"bf16 {matmul_gflops(torch.bfloat16):.0f} GFLOP/s")
+    print(
+        f"matmul (1248x128 @ 128x384): fp32 {matmul_gflops(torch.float32):.0f} GFLOP/s, "
+        f"bf16 {matmul_gflops(torch.bfloat16):.0f} GFLOP/s"
+    )
     with tempfile.TemporaryDirectory() as tmp:
-        write_demonstrations(tmp, 8, 64, tasks=("reach", "pick_up"), name="tabletop", progress=False,
-                             config=WorldConfig(min_objects=1, max_objects=1))
-        base = FinetuneConfig(model=DEMO_PRESET, data_root_dir=Path(tmp), dataset_name="tabletop",
-                              run_root_dir=Path(tmp) / "runs", batch_size=args.batch_size, use_lora=False,
-                              image_aug=False, save_freq=10**9, learning_rate=1e-5)
+        write_demonstrations(
+            tmp,
+            8,
+            64,
+            tasks=("reach", "pick_up"),
+            name="tabletop",
+            progress=False,
+            config=WorldConfig(min_objects=1, max_objects=1),
+        )
+        base = FinetuneConfig(
+            model=DEMO_PRESET,
+            data_root_dir=Path(tmp),
+            dataset_name="tabletop",
+            run_root_dir=Path(tmp) / "runs",
+            batch_size=args.batch_size,
+            use_lora=False,
+            image_aug=False,
+            save_freq=10**9,
+            learning_rate=1e-5,
+        )
         variants = {}
         for step in ("SFT", "CRaFT"):
-            for label, precision, sdpa in (("fp32, SDPA", "fp32", True), ("bf16, SDPA", "bf16", True),
-                                           ("bf16, matmul attention", "bf16", False)):
-                cfg = dataclasses.replace(base, precision=precision, run_id_override=f"{step}-{precision}-{sdpa}")
+            for label, precision, sdpa in (
+                ("fp32, SDPA", "fp32", True),
+                ("bf16, SDPA", "bf16", True),
+                ("bf16, matmul attention", "bf16", False),
+            ):
+                cfg = dataclasses.replace(
+                    base, precision=precision, run_id_override=f"{step}-{precision}-{sdpa}"
+                )
                 if step == "CRaFT":
-                    cfg = dataclasses.replace(cfg, use_craft=True, craft_cache_path=str(Path(tmp) / f"cache-{precision}"))
+                    cfg = dataclasses.replace(
+                        cfg, use_craft=True, craft_cache_path=str(Path(tmp) / f"cache-{precision}")
+                    )
                     if not Path(cfg.craft_cache_path, "meta.json").exists():
                         build_cache(cfg)
                 run = build_run(cfg)
@@ -84,12 +110,14 @@ def main() -> None:
                     use_sdpa(run.state.model)
                 next_batch, next_anchor = preloaded(run)
                 anchors = (lambda next_anchor=next_anchor: [next_anchor()]) if next_anchor else (lambda: None)
-                variants[f"{step} step, {label}"] = (
-                    lambda run=run, next_batch=next_batch, anchors=anchors: train_step(run.state, [next_batch()], anchors())
+                variants[f"{step} step, {label}"] = lambda run=run, next_batch=next_batch, anchors=anchors: (
+                    train_step(run.state, [next_batch()], anchors())
                 )
         times = measure(variants, warmup=3, rounds=args.rounds, steps=args.steps)
-    print(f"\nthreads {args.threads}, batch {args.batch_size} (anchor batch the same), {DEMO_PRESET!r}, "
-          f"median over {args.rounds} rounds of {args.steps} steps")
+    print(
+        f"\nthreads {args.threads}, batch {args.batch_size} (anchor batch the same), {DEMO_PRESET!r}, "
+        f"median over {args.rounds} rounds of {args.steps} steps"
+    )
     for name, values in times.items():
         reference = statistics.median(times[name.split(",")[0] + ", fp32, SDPA"])
         median = statistics.median(values)

@@ -71,7 +71,9 @@ def measure(num_layers: int, width: int, tokens: int, repeats: int) -> dict[str,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tokens", type=int, default=512)
     parser.add_argument("--width", type=int, default=1024)
@@ -81,12 +83,16 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(f"threads {args.threads}, tokens {args.tokens}, width {args.width}, torch {torch.__version__}")
-    print(f"{'params':>8s} {'backward ms':>12s} {'core ms':>9s} {'core/bwd':>9s} {'stash ms':>9s} {'(core+stash)/bwd':>17s}")
+    print(
+        f"{'params':>8s} {'backward ms':>12s} {'core ms':>9s} {'core/bwd':>9s} "
+        f"{'stash ms':>9s} {'(core+stash)/bwd':>17s}"
+    )
     for layers in args.layers:
         r = measure(layers, args.width, args.tokens, args.repeats)
         print(
-            f"{r['params_M']:7.1f}M {r['backward_ms']:12.1f} {r['core_ms']:9.2f} {r['core_ms'] / r['backward_ms']:9.2%}"
-            f" {r['stash_ms']:9.2f} {(r['core_ms'] + r['stash_ms']) / r['backward_ms']:17.2%}"
+            f"{r['params_M']:7.1f}M {r['backward_ms']:12.1f} {r['core_ms']:9.2f} "
+            f"{r['core_ms'] / r['backward_ms']:9.2%} {r['stash_ms']:9.2f} "
+            f"{(r['core_ms'] + r['stash_ms']) / r['backward_ms']:17.2%}"
         )
 
 

@@ -57,9 +57,14 @@ def test_craft_imports_only_torch_and_the_standard_library():
     for path in (ROOT / "craft").glob("*.py"):
         for name in imported_modules(path):
             top = name.split(".")[0]
-            assert top in {"craft_vla"} | CRAFT_THIRD_PARTY or top in sys.stdlib_module_names, f"{path.name}: {name}"
-    numpy_users = {p.name for p in (ROOT / "craft").glob("*.py") if {"numpy", "safetensors"} & {
-        n.split(".")[0] for n in imported_modules(p)}}
+            assert top in {"craft_vla"} | CRAFT_THIRD_PARTY or top in sys.stdlib_module_names, (
+                f"{path.name}: {name}"
+            )
+    numpy_users = {
+        p.name
+        for p in (ROOT / "craft").glob("*.py")
+        if {"numpy", "safetensors"} & {n.split(".")[0] for n in imported_modules(p)}
+    }
     assert numpy_users <= {"cache.py"}, numpy_users
 
 
@@ -70,3 +75,13 @@ def test_every_command_names_an_existing_config_and_function():
         for reference in (command.config, command.run):
             module, attribute = reference.split(":")
             assert hasattr(importlib.import_module(module), attribute), f"{name}: {reference}"
+
+
+def test_the_tests_read_no_file_outside_the_repository():
+    """A clone tests everything it ships: fixtures live in tests/fixtures, not in ../shared beside it."""
+    tests = Path(__file__).resolve().parent
+    pattern = re.compile(r"parents\[[3-9]\]|[\"']shared[\"']")  # a path above the repository, or ../shared
+    outside = [
+        p.name for p in tests.rglob("*.py") if p != Path(__file__).resolve() and pattern.search(p.read_text())
+    ]
+    assert outside == []

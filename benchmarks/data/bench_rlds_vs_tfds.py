@@ -3,7 +3,8 @@
 Run with the TensorFlow environment's Python (our reader needs only numpy, protobuf, pillow,
 google-crc32c and simplejpeg there):
 
-    PYTHONPATH=src /work/tfvenv/bin/python benchmarks/data/bench_rlds_vs_tfds.py --data /tmp/bench_tfds --episodes 40
+    PYTHONPATH=src /work/tfvenv/bin/python benchmarks/data/bench_rlds_vs_tfds.py \
+        --data /tmp/bench_tfds --episodes 40
 
 It builds a LIBERO-like dataset with TFDS itself (two 256 px JPEG cameras per step, see
 tfds_libero_like.py) unless it exists, then times, each in a fresh process:
@@ -39,8 +40,9 @@ def run_tfds(data_dir: str, threads: int) -> tuple[int, float]:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
     builder = tfds.builder_from_directory(data_dir)
-    read_config = tfds.ReadConfig(num_parallel_calls_for_decode=threads or None,
-                                  num_parallel_calls_for_interleave_files=threads or None)
+    read_config = tfds.ReadConfig(
+        num_parallel_calls_for_decode=threads or None, num_parallel_calls_for_interleave_files=threads or None
+    )
     start, steps = time.perf_counter(), 0
     dataset = builder.as_dataset(split="train", shuffle_files=False, read_config=read_config)
     if threads:
@@ -101,8 +103,13 @@ def measure(mode: str, data_dir: str) -> dict:
         "ours-2proc": lambda: run_ours(data_dir, 2),
         "ours-random": lambda: run_ours_random(data_dir),
     }[mode]()
-    return {"mode": mode, "steps": steps, "seconds": round(seconds, 3), "steps_per_s": round(steps / seconds, 1),
-            "images_per_s": round(2 * steps / seconds, 1)}
+    return {
+        "mode": mode,
+        "steps": steps,
+        "seconds": round(seconds, 3),
+        "steps_per_s": round(steps / seconds, 1),
+        "images_per_s": round(2 * steps / seconds, 1),
+    }
 
 
 def main() -> None:
@@ -118,21 +125,35 @@ def main() -> None:
         return
     if not Path(data_dir).is_dir():
         script = Path(__file__).with_name("tfds_libero_like.py")
-        subprocess.run([sys.executable, str(script), "build", "--out", args.data, "--episodes", str(args.episodes)],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, str(script), "build", "--out", args.data, "--episodes", str(args.episodes)],
+            check=True,
+            capture_output=True,
+        )
     size = sum(p.stat().st_size for p in Path(data_dir).iterdir())
     print(json.dumps({"data_dir": data_dir, "megabytes": round(size / 2**20, 1), "cpus": os.cpu_count()}))
     modes = ("tfds", "tfds-1thread", "ours", "ours-2proc", "ours-random")
     results: dict[str, list[dict]] = {mode: [] for mode in modes}
     for _ in range(args.repeats):  # rounds alternate the modes, so a busy machine slows all of them alike
         for mode in modes:
-            out = subprocess.run([sys.executable, __file__, "--data", args.data, "--mode", mode],
-                                 check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+            out = (
+                subprocess.run(
+                    [sys.executable, __file__, "--data", args.data, "--mode", mode],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                )
+                .stdout.strip()
+                .splitlines()[-1]
+            )
             results[mode].append(json.loads(out))
     for mode in modes:
         runs = sorted(results[mode], key=lambda r: r["steps_per_s"])
         median = runs[len(runs) // 2]
-        print(json.dumps({**median, "runs_steps_per_s": [r["steps_per_s"] for r in results[mode]]}), flush=True)
+        print(
+            json.dumps({**median, "runs_steps_per_s": [r["steps_per_s"] for r in results[mode]]}), flush=True
+        )
+
 
 if __name__ == "__main__":
     main()

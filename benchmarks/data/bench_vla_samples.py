@@ -38,13 +38,25 @@ def main() -> None:
             dataset[(int(sample_id), 0)]
         serial = args.samples / (time.perf_counter() - start)
         sampler = EpochSampler(ids, seed=0)
-        loader = DataLoader(dataset, batch_size=16, sampler=sampler, num_workers=2,
-                            collate_fn=VLACollator(tokenizer.pad_token_id))
+        loader = DataLoader(
+            dataset,
+            batch_size=16,
+            sampler=sampler,
+            num_workers=2,
+            collate_fn=VLACollator(tokenizer.pad_token_id),
+        )
         start = time.perf_counter()
         count = sum(len(batch["sample_id"]) for batch in loader)
         workers = count / (time.perf_counter() - start)
-        print(json.dumps({"augment": augment, "samples_per_s_1proc": round(serial, 1),
-                          "samples_per_s_dataloader_2workers": round(workers, 1)}))
+        print(
+            json.dumps(
+                {
+                    "augment": augment,
+                    "samples_per_s_1proc": round(serial, 1),
+                    "samples_per_s_dataloader_2workers": round(workers, 1),
+                }
+            )
+        )
 
 
 if __name__ == "__main__":

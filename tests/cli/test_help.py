@@ -62,9 +62,13 @@ def test_demo_choices_are_the_registries():
 def test_flag_conveniences():
     command = COMMANDS["demo"]
     config_class = load(command.config)
-    flags, preset = draccus_args(command, config_class, ["--quick", "--methods", "sft_full", "craft", "--toy"])
+    flags, preset = draccus_args(
+        command, config_class, ["--quick", "--methods", "sft_full", "craft", "--toy"]
+    )
     assert flags == ["--methods", "[sft_full,craft]", "--toy", "true"] and preset.endswith("quick.yaml")
-    flags, _ = draccus_args(command, config_class, ["--seeds", "[1,2]", "--epsilon", "-1", "--quick", "false"])
+    flags, _ = draccus_args(
+        command, config_class, ["--seeds", "[1,2]", "--epsilon", "-1", "--quick", "false"]
+    )
     assert flags == ["--seeds", "[1,2]", "--epsilon", "-1", "--quick", "false"]
     verify = parse("cache verify", ["some/dir"])
     assert str(verify.path) == "some/dir"

@@ -63,12 +63,16 @@ def worker(rank, mode, accumulation, init_file, out_dir):
         fully_shard(model.backbone, mesh=mesh)
         wrapped = fully_shard(model, mesh=mesh)
     lambdas = train(wrapped, problem, rank, WORLD, accumulation)
-    params = {n: (p.full_tensor() if hasattr(p, "full_tensor") else p).detach().clone() for n, p in model.named_parameters()}
+    params = {
+        n: (p.full_tensor() if hasattr(p, "full_tensor") else p).detach().clone()
+        for n, p in model.named_parameters()
+    }
     torch.save({"params": params, "lambdas": lambdas}, os.path.join(out_dir, f"rank{rank}.pt"))
     dist.barrier()
     dist.destroy_process_group()
-    # The results are on disk; skip interpreter teardown. Once in CI a rank aborted there ("terminate called
-    # without an active exception": a gloo thread still joinable at exit), failing a run whose numbers were made.
+    # The results are on disk; skip interpreter teardown. Once in CI a rank aborted there
+    # ("terminate called without an active exception": a gloo thread still joinable at exit),
+    # failing a run whose numbers were made.
     os._exit(0)
 
 
@@ -82,7 +86,9 @@ def test_distributed_matches_single_process(mode, accumulation):
         mp.spawn(worker, args=(mode, accumulation, os.path.join(tmp, "init"), tmp), nprocs=WORLD, join=True)
         results = [torch.load(os.path.join(tmp, f"rank{r}.pt")) for r in range(WORLD)]
     assert results[0]["lambdas"] == results[1]["lambdas"]  # bitwise identical on both ranks
-    torch.testing.assert_close(torch.tensor(results[0]["lambdas"]), torch.tensor(ref_lambdas), rtol=1e-5, atol=0)
+    torch.testing.assert_close(
+        torch.tensor(results[0]["lambdas"]), torch.tensor(ref_lambdas), rtol=1e-5, atol=0
+    )
     for name, p in model.named_parameters():
         for r in range(WORLD):
             torch.testing.assert_close(results[r]["params"][name], p.detach(), rtol=1e-5, atol=1e-6, msg=name)

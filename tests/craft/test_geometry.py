@@ -78,7 +78,9 @@ def test_delta_is_respected():
 
 def test_inner_products_accumulate_in_float32_for_bf16():
     g_act, g_ret = make_conflicting(5)
-    dot, ret_sq, act_sq = gradient_inner_products([g.bfloat16() for g in g_act], [g.bfloat16() for g in g_ret])
+    dot, ret_sq, act_sq = gradient_inner_products(
+        [g.bfloat16() for g in g_act], [g.bfloat16() for g in g_ret]
+    )
     assert dot.dtype == torch.float32
     a = torch.cat([g.bfloat16().double().flatten() for g in g_act])
     r = torch.cat([g.bfloat16().double().flatten() for g in g_ret])

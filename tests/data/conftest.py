@@ -8,8 +8,14 @@ import pytest
 from craft_vla.data.rlds_writer import write_rlds_dataset
 
 
-def _make_episode(rng: np.random.Generator, num_steps: int, instruction: str, image_size: int = 32,
-                 state_dim: int = 8, action_dim: int = 7) -> dict:
+def _make_episode(
+    rng: np.random.Generator,
+    num_steps: int,
+    instruction: str,
+    image_size: int = 32,
+    state_dim: int = 8,
+    action_dim: int = 7,
+) -> dict:
     """A LIBERO-shaped episode with smooth images (so JPEG stays close) and random numbers."""
     ramp = np.linspace(0, 200, image_size, dtype=np.float32)
     images = np.empty((num_steps, image_size, image_size, 3), dtype=np.uint8)
@@ -55,8 +61,13 @@ def make_episode_fixture():
 @pytest.fixture
 def episodes() -> list[dict]:
     rng = np.random.default_rng(0)
-    lengths_and_tasks = [(5, "Pick up the black bowl"), (9, "open the drawer"), (3, "Pick up the black bowl"),
-                         (7, "put the bowl on the plate"), (4, "open the drawer")]
+    lengths_and_tasks = [
+        (5, "Pick up the black bowl"),
+        (9, "open the drawer"),
+        (3, "Pick up the black bowl"),
+        (7, "put the bowl on the plate"),
+        (4, "open the drawer"),
+    ]
     return [_make_episode(rng, n, task) for n, task in lengths_and_tasks]
 
 

@@ -46,7 +46,13 @@ def test_features_json_with_wrong_action_dimension(libero_dir):
     steps = features["featuresDict"]["features"]["steps"]["sequence"]["feature"]["featuresDict"]["features"]
     steps["action"]["tensor"]["shape"]["dimensions"] = ["6"]
     path.write_text(json.dumps(features))
-    with pytest.raises(RLDSFormatError, match=r"tfrecord-00000-of-00003: record at byte offset 0: feature .steps/action. has 35 values, not a multiple"):
+    with pytest.raises(
+        RLDSFormatError,
+        match=(
+            r"tfrecord-00000-of-00003: record at byte offset 0: "
+            r"feature .steps/action. has 35 values, not a multiple"
+        ),
+    ):
         RLDSReader(libero_dir)
 
 
@@ -58,16 +64,28 @@ def test_statistics_with_wrong_action_dimension(libero_dir, tmp_path):
     path = tmp_path / "dataset_statistics.json"
     path.write_text(json.dumps({reader.name: stats}))
     with pytest.raises(StatisticsError, match=r"action dimension 7 .* does not match the statistics \(6"):
-        VLADataset([reader], WordTokenizer.from_texts(["x"]), SampleConfig(image_size=16),
-                   statistics=load_dataset_statistics(path), statistics_source=str(path))
+        VLADataset(
+            [reader],
+            WordTokenizer.from_texts(["x"]),
+            SampleConfig(image_size=16),
+            statistics=load_dataset_statistics(path),
+            statistics_source=str(path),
+        )
 
 
 def test_missing_statistics(libero_dir, tmp_path):
     reader = RLDSReader(libero_dir)
     path = save_dataset_statistics(tmp_path, {"other_dataset": compute_dataset_statistics(reader, "libero")})
-    with pytest.raises(StatisticsError, match=rf"{path}: no statistics for dataset 'libero_toy_no_noops'; found \['other_dataset'\]"):
-        VLADataset([reader], WordTokenizer.from_texts(["x"]), statistics=load_dataset_statistics(path),
-                   statistics_source=str(path))
+    with pytest.raises(
+        StatisticsError,
+        match=rf"{path}: no statistics for dataset 'libero_toy_no_noops'; found \['other_dataset'\]",
+    ):
+        VLADataset(
+            [reader],
+            WordTokenizer.from_texts(["x"]),
+            statistics=load_dataset_statistics(path),
+            statistics_source=str(path),
+        )
     with pytest.raises(StatisticsError, match="not found"):
         load_dataset_statistics(tmp_path / "missing.json")
     path.write_text(json.dumps({"d": {"action": {"q01": [0.0]}}}))
@@ -84,8 +102,11 @@ def test_undecodable_image_names_file_episode_step_and_feature(tmp_path, make_ep
     features = infer_features(make_episode(np.random.default_rng(0), 3, "push the cube"))
     path = write_rlds_dataset(tmp_path, "broken", [episode], features=features)
     reader = RLDSReader(path)
-    with pytest.raises(ImageDecodeError, match=r"broken-train.tfrecord-00000-of-00001: episode 0 step 1 "
-                                               r"steps/observation/image: could not decode"):
+    with pytest.raises(
+        ImageDecodeError,
+        match=r"broken-train.tfrecord-00000-of-00001: episode 0 step 1 "
+        r"steps/observation/image: could not decode",
+    ):
         reader.get_step(0, 1)
 
 

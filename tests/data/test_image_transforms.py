@@ -50,10 +50,12 @@ def test_resize_is_pil_bicubic():
 
 
 def test_constants_from_processor_config(tmp_path):
-    config = {"tvf_normalize_params": [
-        {"mean": [0.484375, 0.455078125, 0.40625], "std": [0.228515625, 0.2236328125, 0.224609375]},
-        {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]},
-    ]}
+    config = {
+        "tvf_normalize_params": [
+            {"mean": [0.484375, 0.455078125, 0.40625], "std": [0.228515625, 0.2236328125, 0.224609375]},
+            {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]},
+        ]
+    }
     (tmp_path / "preprocessor_config.json").write_text(json.dumps(config))
     norm = ImageNormalization.from_processor_config(tmp_path)
     assert norm.dino_mean == (0.484375, 0.455078125, 0.40625) and norm.siglip_std == (0.5, 0.5, 0.5)
@@ -69,8 +71,12 @@ RELEASE_CONSTANTS = {
 
 
 def test_default_constants_are_the_releases_bf16_rounded_ones():
-    imagenet_and_siglip = {"dino_mean": (0.485, 0.456, 0.406), "dino_std": (0.229, 0.224, 0.225),
-                           "siglip_mean": (0.5, 0.5, 0.5), "siglip_std": (0.5, 0.5, 0.5)}
+    imagenet_and_siglip = {
+        "dino_mean": (0.485, 0.456, 0.406),
+        "dino_std": (0.229, 0.224, 0.225),
+        "siglip_mean": (0.5, 0.5, 0.5),
+        "siglip_std": (0.5, 0.5, 0.5),
+    }
     norm = ImageNormalization()
     for name, values in imagenet_and_siglip.items():
         bf16 = torch.tensor(values, dtype=torch.float64).bfloat16()
@@ -79,14 +85,20 @@ def test_default_constants_are_the_releases_bf16_rounded_ones():
 
 
 def test_the_first_directory_with_a_processor_gives_the_constants(tmp_path):
-    other = {"dino_mean": (0.25, 0.5, 0.75), "dino_std": (0.125, 0.25, 0.375),
-             "siglip_mean": (0.5, 0.25, 0.5), "siglip_std": (0.75, 0.5, 0.25)}
+    other = {
+        "dino_mean": (0.25, 0.5, 0.75),
+        "dino_std": (0.125, 0.25, 0.375),
+        "siglip_mean": (0.5, 0.25, 0.5),
+        "siglip_std": (0.75, 0.5, 0.25),
+    }
     first, second, empty = tmp_path / "first", tmp_path / "second", tmp_path / "empty"
     for directory, constants in ((first, other), (second, RELEASE_CONSTANTS), (empty, None)):
         directory.mkdir()
         if constants:
-            params = [{"mean": list(constants[f"{tower}_mean"]), "std": list(constants[f"{tower}_std"])}
-                      for tower in ("dino", "siglip")]
+            params = [
+                {"mean": list(constants[f"{tower}_mean"]), "std": list(constants[f"{tower}_std"])}
+                for tower in ("dino", "siglip")
+            ]
             (directory / "preprocessor_config.json").write_text(json.dumps({"tvf_normalize_params": params}))
     assert dataclasses.asdict(ImageNormalization.from_directories("", empty, first, second)) == other
     assert dataclasses.asdict(ImageNormalization.from_directories(second, first)) == RELEASE_CONSTANTS

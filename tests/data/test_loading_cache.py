@@ -41,7 +41,8 @@ def dataset(libero_dir, tmp_path, make_episode):
 
 
 def per_step_targets(dataset: VLADataset, sample_id: int) -> dict[str, object]:
-    """Actions, proprio, instruction and prompt ids of one sample computed from that step alone, nothing cached."""
+    """Actions, proprio, instruction and prompt ids of one sample computed from that
+    step alone, nothing cached."""
     d, episode, step = unpack_sample_id(sample_id)
     reader, kind = dataset.readers[d], dataset.kinds[d]
     stats, fields = dataset.statistics[reader.name], reader.step_fields(episode)
@@ -76,7 +77,10 @@ def test_cached_episode_targets_equal_the_per_step_computation(dataset, order):
     for sample_id in ids:
         sample, expected = dataset[sample_id], per_step_targets(dataset, sample_id)
         for key in ("actions", "proprio", "input_ids"):
-            assert sample[key].dtype == expected[key].dtype and torch.equal(sample[key], expected[key]), (sample_id, key)
+            assert sample[key].dtype == expected[key].dtype and torch.equal(sample[key], expected[key]), (
+                sample_id,
+                key,
+            )
         assert sample["instruction"] == expected["instruction"]
 
 
@@ -96,11 +100,14 @@ def test_samples_do_not_share_memory_with_the_cache(dataset):
     sample["actions"].fill_(7.0)
     sample["proprio"].fill_(7.0)
     again = dataset[sample_id]
-    assert torch.equal(again["actions"], expected["actions"]) and torch.equal(again["proprio"], expected["proprio"])
+    assert torch.equal(again["actions"], expected["actions"]) and torch.equal(
+        again["proprio"], expected["proprio"]
+    )
 
 
 def per_image_pixel_values(images, size, norm, augment=None, center_crop_area=None) -> torch.Tensor:
-    """The image-by-image reference: resize, optional crop/augmentation, torchvision's normalize once per tower."""
+    """The image-by-image reference: resize, optional crop/augmentation, torchvision's
+    normalize once per tower."""
     planes = []
     for image in images:
         pixels = torch.from_numpy(np.array(resize_image(image, size))).permute(2, 0, 1)
@@ -109,8 +116,10 @@ def per_image_pixel_values(images, size, norm, augment=None, center_crop_area=No
         elif center_crop_area is not None:
             pixels = center_crop(pixels, center_crop_area)
         pixels = pixels.float() / 255
-        planes += [TF.normalize(pixels, list(norm.dino_mean), list(norm.dino_std)),
-                   TF.normalize(pixels, list(norm.siglip_mean), list(norm.siglip_std))]
+        planes += [
+            TF.normalize(pixels, list(norm.dino_mean), list(norm.dino_std)),
+            TF.normalize(pixels, list(norm.siglip_mean), list(norm.siglip_std)),
+        ]
     return torch.cat(planes)
 
 
@@ -119,21 +128,32 @@ def per_image_pixel_values(images, size, norm, augment=None, center_crop_area=No
 def test_one_pass_pixel_values_equal_per_image_normalisation(norm, mode):
     rng = np.random.default_rng(1)
     images = [rng.integers(0, 256, (40, 36, 3), dtype=np.uint8) for _ in range(3)]
-    kwargs = {"augment": sample_augment_params(0, 5, 2)} if mode == "augment" else \
-        {"center_crop_area": 0.9} if mode == "center_crop" else {}
+    kwargs = (
+        {"augment": sample_augment_params(0, 5, 2)}
+        if mode == "augment"
+        else {"center_crop_area": 0.9}
+        if mode == "center_crop"
+        else {}
+    )
     got = build_pixel_values(images, 16, norm, **kwargs)
     expected = per_image_pixel_values(images, 16, norm, **kwargs)
     assert got.shape == (18, 16, 16) and got.dtype == torch.float32 and torch.equal(got, expected)
     # the memoised tower constants follow the normalisation asked for
     other = OTHER_NORM if norm == ImageNormalization() else ImageNormalization()
-    assert torch.equal(build_pixel_values(images, 16, other, **kwargs), per_image_pixel_values(images, 16, other, **kwargs))
+    assert torch.equal(
+        build_pixel_values(images, 16, other, **kwargs), per_image_pixel_values(images, 16, other, **kwargs)
+    )
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_normalize_dual_matches_torchvision_in_the_images_dtype(dtype):
     image = torch.rand(3, 5, 7, dtype=dtype, generator=torch.Generator().manual_seed(0))
     norm = ImageNormalization()
-    expected = torch.cat([TF.normalize(image, list(norm.dino_mean), list(norm.dino_std)),
-                          TF.normalize(image, list(norm.siglip_mean), list(norm.siglip_std))])
+    expected = torch.cat(
+        [
+            TF.normalize(image, list(norm.dino_mean), list(norm.dino_std)),
+            TF.normalize(image, list(norm.siglip_mean), list(norm.siglip_std)),
+        ]
+    )
     got = normalize_dual(image, norm)
     assert got.dtype == dtype and torch.equal(got, expected)

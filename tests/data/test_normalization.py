@@ -18,13 +18,25 @@ from craft_vla.data.transforms import libero_action, libero_proprio
 
 def stats(q01, q99, mask, lo=None, hi=None):
     f = lambda v: np.asarray(v, dtype=np.float32)  # noqa: E731
-    return NormStats(mean=f(q01), std=f(q01), max=f(hi if hi is not None else q99), min=f(lo if lo is not None else q01),
-                     q01=f(q01), q99=f(q99), mask=np.asarray(mask))
+    return NormStats(
+        mean=f(q01),
+        std=f(q01),
+        max=f(hi if hi is not None else q99),
+        min=f(lo if lo is not None else q01),
+        q01=f(q01),
+        q99=f(q99),
+        mask=np.asarray(mask),
+    )
 
 
 def test_bounds_q99_on_hand_computed_values():
-    s = stats(q01=[0.0, -1.0, 2.0, 0.0], q99=[2.0, 1.0, 6.0, 1.0], mask=[True, True, True, False],
-              lo=[0.0, -1.0, 5.0, 0.0], hi=[2.0, 1.0, 5.0, 1.0])  # dim 2 has min == max
+    s = stats(
+        q01=[0.0, -1.0, 2.0, 0.0],
+        q99=[2.0, 1.0, 6.0, 1.0],
+        mask=[True, True, True, False],
+        lo=[0.0, -1.0, 5.0, 0.0],
+        hi=[2.0, 1.0, 5.0, 1.0],
+    )  # dim 2 has min == max
     x = np.array([[1.0, 0.5, 3.0, 0.7], [3.0, -2.0, 4.0, 0.2]])
     # dim 0: 2(1-0)/2-1 = 0, 2(3-0)/2-1 = 2 -> clipped 1; dim 1: 2(0.5+1)/2-1 = 0.5, -2 -> -1
     # dim 2: min == max -> 0; dim 3: unmasked -> unchanged
@@ -78,11 +90,15 @@ def test_statistics_round_trip_vla_adapter_format(tmp_path):
 
 
 def test_libero_transform():
-    steps = {"action": np.array([[1, 2, 3, 4, 5, 6, -1.0], [0, 0, 0, 0, 0, 0, 1.0], [0, 0, 0, 0, 0, 0, 0.3]]),
-             "observation/state": np.arange(16, dtype=np.float32).reshape(2, 8)}
+    steps = {
+        "action": np.array([[1, 2, 3, 4, 5, 6, -1.0], [0, 0, 0, 0, 0, 0, 1.0], [0, 0, 0, 0, 0, 0, 0.3]]),
+        "observation/state": np.arange(16, dtype=np.float32).reshape(2, 8),
+    }
     np.testing.assert_allclose(libero_action(steps)[:, -1], [1.0, 0.0, 0.7], atol=1e-7)
     np.testing.assert_array_equal(libero_action(steps)[0, :6], [1, 2, 3, 4, 5, 6])
-    np.testing.assert_array_equal(libero_proprio(steps), [[0, 1, 2, 3, 4, 5, 6, 7], [8, 9, 10, 11, 12, 13, 14, 15]])
+    np.testing.assert_array_equal(
+        libero_proprio(steps), [[0, 1, 2, 3, 4, 5, 6, 7], [8, 9, 10, 11, 12, 13, 14, 15]]
+    )
 
 
 def test_dataset_statistics_follow_the_libero_transform(libero_dir, episodes):
@@ -93,7 +109,9 @@ def test_dataset_statistics_follow_the_libero_transform(libero_dir, episodes):
     gripper = 1 - np.clip(actions[:, -1], 0, 1)
     np.testing.assert_allclose(s.action.q99[-1], np.quantile(gripper, 0.99), atol=1e-6)
     np.testing.assert_allclose(s.action.q01[:6], np.quantile(actions[:, :6], 0.01, axis=0), atol=1e-6)
-    np.testing.assert_allclose(s.proprio.max, np.concatenate([states[:, :6], states[:, -2:]], 1).max(0), atol=1e-6)
+    np.testing.assert_allclose(
+        s.proprio.max, np.concatenate([states[:, :6], states[:, -2:]], 1).max(0), atol=1e-6
+    )
     assert s.action.mask.tolist() == [True] * 6 + [False] and s.proprio.mask.all()
     assert (s.num_transitions, s.num_trajectories) == (28, 5)
     cached = compute_dataset_statistics(reader, "libero")  # read from the cache this time

@@ -8,8 +8,32 @@ from craft_vla.data.tokenizers import TiktokenQwenTokenizer, WordTokenizer
 # Qwen2.5 ids of "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful
 # assistant.<|im_end|>\n<|im_start|>user\n", of "What is the capital of France?" and of
 # "<|im_end|>\n<|im_start|>assistant\n", as published in Qwen2.5 tokenizer tests and vLLM logs.
-QWEN25_SYSTEM_PREFIX = [151644, 8948, 198, 2610, 525, 1207, 16948, 11, 3465, 553, 54364, 14817, 13, 1446, 525,
-                        264, 10950, 17847, 13, 151645, 198, 151644, 872, 198]
+QWEN25_SYSTEM_PREFIX = [
+    151644,
+    8948,
+    198,
+    2610,
+    525,
+    1207,
+    16948,
+    11,
+    3465,
+    553,
+    54364,
+    14817,
+    13,
+    1446,
+    525,
+    264,
+    10950,
+    17847,
+    13,
+    151645,
+    198,
+    151644,
+    872,
+    198,
+]
 QWEN25_FRANCE = [3838, 374, 279, 6722, 315, 9625, 30]
 QWEN25_ASSISTANT = [151645, 198, 151644, 77091, 198]
 
@@ -44,10 +68,29 @@ def test_word_tokenizer_is_deterministic_and_round_trips(tmp_path):
     assert loaded.tokens == tokenizer.tokens
     ids = prompt_token_ids("Stack the green cube", loaded, num_action_queries=4, system_prompt=None)
     words = [loaded.tokens[i] for i in ids]
-    assert words == [
-        "<|im_start|>", "user", "what", "action", "should", "the", "robot", "take", "to", "stack", "the",
-        "green", "cube", "?", "<|im_end|>", "<|im_start|>", "assistant",
-    ] + ["<act>"] * 4
+    assert (
+        words
+        == [
+            "<|im_start|>",
+            "user",
+            "what",
+            "action",
+            "should",
+            "the",
+            "robot",
+            "take",
+            "to",
+            "stack",
+            "the",
+            "green",
+            "cube",
+            "?",
+            "<|im_end|>",
+            "<|im_start|>",
+            "assistant",
+        ]
+        + ["<act>"] * 4
+    )
     assert loaded.encode("purple") == [loaded.unk_token_id]
 
 
@@ -76,8 +119,17 @@ def test_hf_tokenizer_from_a_local_directory(tmp_path):
 
     from craft_vla.data.tokenizers import HFQwenTokenizer
 
-    words = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "[UNK]", "system", "user", "assistant", "open",
-             "drawer"]
+    words = [
+        "<|endoftext|>",
+        "<|im_start|>",
+        "<|im_end|>",
+        "[UNK]",
+        "system",
+        "user",
+        "assistant",
+        "open",
+        "drawer",
+    ]
     backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
     backend.add_special_tokens(["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
@@ -86,6 +138,16 @@ def test_hf_tokenizer_from_a_local_directory(tmp_path):
     assert tokenizer.pad_token_id == tokenizer.placeholder_id == 0
     ids = prompt_token_ids("Open the drawer", tokenizer, num_action_queries=2, system_prompt=None)
     assert [words[i] for i in ids] == [
-        "<|im_start|>", "user", *["[UNK]"] * 7, "open", "[UNK]", "drawer", "[UNK]", "<|im_end|>",
-        "<|im_start|>", "assistant", "<|endoftext|>", "<|endoftext|>",
+        "<|im_start|>",
+        "user",
+        *["[UNK]"] * 7,
+        "open",
+        "[UNK]",
+        "drawer",
+        "[UNK]",
+        "<|im_end|>",
+        "<|im_start|>",
+        "assistant",
+        "<|endoftext|>",
+        "<|endoftext|>",
     ]

@@ -14,7 +14,8 @@ NAME = "libero_toy_no_noops"
 
 def test_on_disk_layout_is_tfds(libero_dir):
     assert sorted(os.listdir(libero_dir)) == [
-        "dataset_info.json", "features.json",
+        "dataset_info.json",
+        "features.json",
         *(f"{NAME}-train.tfrecord-0000{i}-of-00003" for i in range(3)),
     ]
     info = json.loads((libero_dir / "dataset_info.json").read_text())
@@ -26,12 +27,21 @@ def test_on_disk_layout_is_tfds(libero_dir):
     assert steps["sequence"]["length"] == "-1"
     step = steps["sequence"]["feature"]["featuresDict"]["features"]
     assert step["observation"]["featuresDict"]["features"]["image"]["image"] == {
-        "shape": {"dimensions": ["32", "32", "3"]}, "dtype": "uint8", "encodingFormat": "jpeg"}
-    assert step["action"]["tensor"] == {"shape": {"dimensions": ["7"]}, "dtype": "float32", "encoding": "none"}
+        "shape": {"dimensions": ["32", "32", "3"]},
+        "dtype": "uint8",
+        "encodingFormat": "jpeg",
+    }
+    assert step["action"]["tensor"] == {
+        "shape": {"dimensions": ["7"]},
+        "dtype": "float32",
+        "encoding": "none",
+    }
     assert step["is_first"]["pythonClassName"].endswith("scalar.Scalar")
     assert step["is_first"]["tensor"] == {"shape": {}, "dtype": "bool", "encoding": "none"}
-    assert step["language_instruction"] == {"pythonClassName": "tensorflow_datasets.core.features.text_feature.Text",
-                                            "text": {}}
+    assert step["language_instruction"] == {
+        "pythonClassName": "tensorflow_datasets.core.features.text_feature.Text",
+        "text": {},
+    }
 
 
 def test_read_back_field_by_field(libero_dir, episodes):
@@ -47,7 +57,9 @@ def test_read_back_field_by_field(libero_dir, episodes):
             np.testing.assert_array_equal(got_steps[key], want_steps[key])
         for key in ("state", "joint_state"):
             np.testing.assert_array_equal(got_steps["observation"][key], want_steps["observation"][key])
-        assert got_steps["language_instruction"] == [want_steps["language_instruction"]] * len(want_steps["action"])
+        assert got_steps["language_instruction"] == [want_steps["language_instruction"]] * len(
+            want_steps["action"]
+        )
         raw = reader.episode_record(e).values
         for key in ("image", "wrist_image"):
             original_images = want_steps["observation"][key]
@@ -63,10 +75,14 @@ def test_read_back_field_by_field(libero_dir, episodes):
 
 def test_png_images_are_lossless(tmp_path, make_episode):
     episode = make_episode(np.random.default_rng(1), 4, "stack the blocks", image_size=16)
-    episode["steps"]["observation"]["image"] = np.random.default_rng(2).integers(0, 256, (4, 16, 16, 3), dtype=np.uint8)
+    episode["steps"]["observation"]["image"] = np.random.default_rng(2).integers(
+        0, 256, (4, 16, 16, 3), dtype=np.uint8
+    )
     path = write_rlds_dataset(tmp_path, "sim_toy", [episode], image_format="png")
     got = RLDSReader(path).read_episode(0)
-    np.testing.assert_array_equal(got["steps"]["observation"]["image"], episode["steps"]["observation"]["image"])
+    np.testing.assert_array_equal(
+        got["steps"]["observation"]["image"], episode["steps"]["observation"]["image"]
+    )
 
 
 def test_resolve_dataset_dir_forms(libero_dir):
@@ -84,7 +100,10 @@ def test_index_is_cached_and_invalidated(libero_dir, tmp_path, monkeypatch):
         raise AssertionError("index rebuilt although the files did not change")
 
     monkeypatch.setattr(RLDSReader, "_build_index", no_rebuild)
-    assert RLDSReader(libero_dir, index_dir=tmp_path / "idx").episode_lengths.tolist() == reader.episode_lengths.tolist()
+    assert (
+        RLDSReader(libero_dir, index_dir=tmp_path / "idx").episode_lengths.tolist()
+        == reader.episode_lengths.tolist()
+    )
     monkeypatch.undo()
     shard = reader.shards[0]
     os.utime(shard, ns=(shard.stat().st_atime_ns, shard.stat().st_mtime_ns + 10**9))
@@ -114,7 +133,9 @@ def test_jpeg_decoding_modes():
     from craft_vla.data.image_codec import decode_image
 
     rng = np.random.default_rng(3)
-    image = np.clip(np.linspace(0, 255, 48)[None, :, None] + rng.normal(0, 20, (48, 48, 3)), 0, 255).astype(np.uint8)
+    image = np.clip(np.linspace(0, 255, 48)[None, :, None] + rng.normal(0, 20, (48, 48, 3)), 0, 255).astype(
+        np.uint8
+    )
     data = encode_image(image)
     accurate = decode_image(data, jpeg_dct="accurate")
     np.testing.assert_array_equal(accurate, np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))

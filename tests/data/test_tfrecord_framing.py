@@ -62,7 +62,8 @@ def test_truncated_and_corrupt_files_name_file_and_offset(tmp_path):
 
 
 def test_example_encoding_matches_hand_assembled_wire_format():
-    # Example{features{feature{"a": float_list[1.5]}, feature{"b": bytes_list["hi"]}, feature{"c": int64_list[1, 0]}}}
+    # Example{features{feature{"a": float_list[1.5]}, feature{"b": bytes_list["hi"]},
+    #                  feature{"c": int64_list[1, 0]}}}
     def entry(key: bytes, feature: bytes) -> bytes:
         body = b"\x0a" + bytes([len(key)]) + key + b"\x12" + bytes([len(feature)]) + feature
         return b"\x0a" + bytes([len(body)]) + body

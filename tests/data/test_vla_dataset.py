@@ -47,7 +47,9 @@ def test_sample_contents_match_an_independent_computation(libero_dir, episodes, 
     np.testing.assert_allclose(sample["actions"].numpy(), normalize_bounds_q99(chunk, stats.action))
     assert sample["actions"][:, -1].tolist() == chunk[:, -1].tolist()  # gripper is not normalised
     state = episodes[1]["steps"]["observation"]["state"][7]
-    np.testing.assert_allclose(sample["proprio"].numpy(), normalize_bounds_q99(state[[0, 1, 2, 3, 4, 5, 6, 7]], stats.proprio))
+    np.testing.assert_allclose(
+        sample["proprio"].numpy(), normalize_bounds_q99(state[[0, 1, 2, 3, 4, 5, 6, 7]], stats.proprio)
+    )
     assert sample["instruction"] == "open the drawer" and int(sample["sample_id"]) == pack_sample_id(0, 1, 7)
     assert sample["input_ids"][-4:].tolist() == [tokenizer.placeholder_id] * 4
 
@@ -63,7 +65,9 @@ def test_mixture_orders_datasets_by_name_and_keeps_own_statistics(mixture, token
     assert not dataset.statistics["libero_toy_no_noops"].action.mask[-1]
     # each dataset is normalised with its own statistics
     raw = dataset.readers[0].step_fields(1)["action"][[5, 5, 5]]
-    np.testing.assert_allclose(sim_sample["actions"], normalize_bounds_q99(raw, dataset.statistics["aaa_sim"].action))
+    np.testing.assert_allclose(
+        sim_sample["actions"], normalize_bounds_q99(raw, dataset.statistics["aaa_sim"].action)
+    )
 
 
 def test_mixture_with_different_action_dims_is_refused(libero_dir, tmp_path, tokenizer, make_episode):
@@ -99,13 +103,19 @@ def test_dataloader_with_two_workers_matches_single_process(mixture, tokenizer):
 
     def batches(num_workers):
         sampler = EpochSampler(dataset.sample_ids, seed=11, rank=0, world_size=1)
-        loader = DataLoader(dataset, batch_size=5, sampler=sampler, collate_fn=collate, num_workers=num_workers)
+        loader = DataLoader(
+            dataset, batch_size=5, sampler=sampler, collate_fn=collate, num_workers=num_workers
+        )
         return [b for _ in range(2) for b in loader]
 
     serial, parallel = batches(0), batches(2)
     assert len(serial) == len(parallel) == 16
     for a, b in zip(serial, parallel):
-        assert a.keys() == b.keys() == {"pixel_values", "input_ids", "attention_mask", "actions", "proprio", "sample_id"}
+        assert (
+            a.keys()
+            == b.keys()
+            == {"pixel_values", "input_ids", "attention_mask", "actions", "proprio", "sample_id"}
+        )
         for key in a:
             assert torch.equal(a[key], b[key]), key
     first = serial[0]
@@ -122,8 +132,10 @@ def test_dataloader_with_two_workers_matches_single_process(mixture, tokenizer):
 
 
 def test_collator_mixed_lengths():
-    samples = [{"input_ids": torch.tensor([5, 6, 7]), "sample_id": torch.tensor(1), "instruction": "a"},
-               {"input_ids": torch.tensor([8]), "sample_id": torch.tensor(2), "instruction": "b"}]
+    samples = [
+        {"input_ids": torch.tensor([5, 6, 7]), "sample_id": torch.tensor(1), "instruction": "a"},
+        {"input_ids": torch.tensor([8]), "sample_id": torch.tensor(2), "instruction": "b"},
+    ]
     batch = VLACollator(pad_token_id=0, keep_text=True)(samples)
     assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
     assert batch["attention_mask"].tolist() == [[True, True, True], [True, False, False]]

@@ -42,8 +42,12 @@ def test_the_command_line_names_the_bad_setting_without_a_traceback(capsys):
 
 @pytest.mark.parametrize(
     ("flags", "named"),
-    [(["--epsilon", "-1"], "--epsilon must be > 0; got -1"), (["--anchor_batch_size", "-4"], "--anchor_batch_size"),
-     (["--lambda_max", "-3"], "--lambda_max must be >= 0"), (["--steps", "0"], "--steps must be >= 1")],
+    [
+        (["--epsilon", "-1"], "--epsilon must be > 0; got -1"),
+        (["--anchor_batch_size", "-4"], "--anchor_batch_size"),
+        (["--lambda_max", "-3"], "--lambda_max must be >= 0"),
+        (["--steps", "0"], "--steps must be >= 1"),
+    ],
 )
 def test_bad_flags_fail_before_any_work_naming_the_flag(flags, named, capsys, tmp_path):
     from craft_vla.cli.main import main
@@ -62,7 +66,13 @@ def test_quick_preset_is_the_yaml_and_flags_override_it():
 def test_method_cost_puts_retention_runs_first_and_the_frozen_vlm_last():
     from craft_vla.demo.methods import METHODS, method_cost
 
-    assert method_cost("craft") == method_cost("fixed_penalty") == 2.0 > method_cost("sft_full") > method_cost("frozen_vlm")
+    assert (
+        method_cost("craft")
+        == method_cost("fixed_penalty")
+        == 2.0
+        > method_cost("sft_full")
+        > method_cost("frozen_vlm")
+    )
     assert method_cost("craft", anchor_fraction=0.25) == 1.25
     assert sorted(METHODS, key=lambda m: -method_cost(m))[-1] == "frozen_vlm"
 
@@ -70,14 +80,21 @@ def test_method_cost_puts_retention_runs_first_and_the_frozen_vlm_last():
 def test_lambda_cap_reaches_the_trainer_and_zero_means_none(tmp_path):
     from craft_vla.demo.run import base_finetune_config
 
-    assert base_finetune_config(DemoConfig(lambda_max=2), tmp_path, tmp_path, tmp_path, tmp_path).craft_lambda_max == 2.0
+    assert (
+        base_finetune_config(
+            DemoConfig(lambda_max=2), tmp_path, tmp_path, tmp_path, tmp_path
+        ).craft_lambda_max
+        == 2.0
+    )
     assert base_finetune_config(DemoConfig(), tmp_path, tmp_path, tmp_path, tmp_path).craft_lambda_max is None
 
 
 def test_precision_and_adam_beta2_reach_the_trainer(tmp_path):
     from craft_vla.demo.run import base_finetune_config
 
-    cfg = base_finetune_config(DemoConfig(precision="bf16", adam_beta2=0.95), tmp_path, tmp_path, tmp_path, tmp_path)
+    cfg = base_finetune_config(
+        DemoConfig(precision="bf16", adam_beta2=0.95), tmp_path, tmp_path, tmp_path, tmp_path
+    )
     assert (cfg.precision, cfg.adam_beta2) == ("bf16", 0.95)
     assert base_finetune_config(DemoConfig(), tmp_path, tmp_path, tmp_path, tmp_path).precision == "fp32"
 
@@ -99,10 +116,16 @@ def test_cached_build_builds_once_and_yields_to_a_concurrent_run(tmp_path):
 def test_auto_precision_is_bf16_exactly_where_the_cpu_has_bf16_matrix_instructions(monkeypatch):
     import torch
 
-    for flags, expected in (({"avx512_bf16": True}, "bf16"), ({"amx_bf16": True}, "bf16"), ({"avx2": True}, "fp32")):
+    for flags, expected in (
+        ({"avx512_bf16": True}, "bf16"),
+        ({"amx_bf16": True}, "bf16"),
+        ({"avx2": True}, "fp32"),
+    ):
         monkeypatch.setattr(torch.cpu, "get_capabilities", lambda flags=flags: flags, raising=False)
         assert DemoConfig(precision="auto").resolved_precision() == expected
-        assert DemoConfig().resolved_precision() == "fp32"  # the default: the protocol the README's table measured
+        assert (
+            DemoConfig().resolved_precision() == "fp32"
+        )  # the default: the protocol the README's table measured
 
 
 def test_action_noise_reaches_the_training_demonstrations_only(tmp_path):
@@ -116,4 +139,6 @@ def test_action_noise_reaches_the_training_demonstrations_only(tmp_path):
         return (root / name / "1.0.0" / "dataset_info.json").read_text()
 
     assert "action noise 0.3" in description(noisy, DATASET)
-    assert "action noise 0.0" in description(noisy, VAL_DATASET) and "action noise 0.0" in description(clean, DATASET)
+    assert "action noise 0.0" in description(noisy, VAL_DATASET) and "action noise 0.0" in description(
+        clean, DATASET
+    )

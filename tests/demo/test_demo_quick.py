@@ -1,7 +1,7 @@
 """`craft-vla demo --quick` end to end: it finishes, writes its report, and every metric is finite.
 
 Only what is robust is asserted: no comparison between methods (that is what the full run measures).
-It runs in CI: about 100 s on 2 cores from an empty cache (pretraining included).
+It runs in CI: about 3 minutes on 2 cores from an empty cache, pretraining included (README).
 """
 
 import json
@@ -29,7 +29,10 @@ def test_quick_demo_end_to_end(tmp_path):
     out = tmp_path / "report"
     result = subprocess.run(
         [sys.executable, "-m", "craft_vla.cli.main", "demo", "--quick", "--out_dir", str(out)],
-        env=env, capture_output=True, text=True, timeout=1500,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1500,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "wall time" in result.stdout
@@ -39,7 +42,10 @@ def test_quick_demo_end_to_end(tmp_path):
     assert {r["method"] for r in runs} == {"sft_full", "craft"}
     for run in runs:
         numbers = list(finite_numbers({k: v for k, v in run.items() if k != "retention"}))
-        numbers += list(finite_numbers(run["retention"]["qa"])) + [run["retention"]["probe_accuracy"], run["retention"]["anchor_drift"]]
+        numbers += list(finite_numbers(run["retention"]["qa"])) + [
+            run["retention"]["probe_accuracy"],
+            run["retention"]["anchor_drift"],
+        ]
         assert numbers and all(math.isfinite(x) for x in numbers)
     snapshot_qa = data["snapshot"]["heldout_qa"]["overall"]
     assert snapshot_qa > 0.3  # 38 possible answers: chance is a few percent

@@ -41,8 +41,15 @@ from craft_vla.sim import ACTION_DIM, STATE_DIM
 from craft_vla.training.config import FinetuneConfig
 from craft_vla.training.setup import build_model, load_tokenizer
 
-TINY = PretrainConfig(steps=3, batch_size=8, warmup_steps=1, train_scenes=6, questions_per_scene=2, heldout_scenes=3,
-                      heldout_questions_per_scene=2)
+TINY = PretrainConfig(
+    steps=3,
+    batch_size=8,
+    warmup_steps=1,
+    train_scenes=6,
+    questions_per_scene=2,
+    heldout_scenes=3,
+    heldout_questions_per_scene=2,
+)
 
 
 def test_demo_preset_fits_the_suite_and_its_tokenizer(config, tokenizer):
@@ -55,7 +62,9 @@ def test_demo_preset_fits_the_suite_and_its_tokenizer(config, tokenizer):
 
 def test_scene_pixel_values_equal_the_per_image_preprocessing(scenes):
     batched = scene_pixel_values(scenes, [4, 0, 4], 64)
-    reference = torch.stack([build_pixel_values([scenes.images[i], scenes.wrist_images[i]], 64) for i in (4, 0, 4)])
+    reference = torch.stack(
+        [build_pixel_values([scenes.images[i], scenes.wrist_images[i]], 64) for i in (4, 0, 4)]
+    )
     assert torch.equal(batched, reference)
 
 
@@ -69,7 +78,9 @@ def test_answer_set_tokens_and_restricted_greedy_correctness(tokenizer):
     assert allowed[0].nonzero().flatten().tolist() == sorted([red, tokenizer.token_id("blue"), top])
     assert allowed[1].nonzero().flatten().tolist() == sorted([left, right])
     answer_ids = torch.tensor([[red, IGNORE], [top, left], [top, left]])
-    mask = torch.stack([answers.allowed_mask(answers.tokens[a], 256) for a in ("red", "top left", "top left")])
+    mask = torch.stack(
+        [answers.allowed_mask(answers.tokens[a], 256) for a in ("red", "top left", "top left")]
+    )
     logits = torch.zeros(3, 2, 256)
     logits[0, 0, red] = logits[1, 0, top] = logits[1, 1, left] = logits[2, 0, top] = 1.0
     logits[2, 1, right] = 1.0
@@ -84,12 +95,16 @@ def test_answer_set_tokens_and_restricted_greedy_correctness(tokenizer):
 def test_question_batch_packs_the_questions_of_a_scene_after_its_image(scenes, tokenizer, config):
     rows = [(2, scenes.questions[2][:3]), (5, scenes.questions[5][:1])]
     batch = question_batch(scenes, rows, tokenizer, AnswerSet(tokenizer), 64, config.num_patches, 256)
-    assert batch["answer_ids"].shape == (2, 3, 1) and batch["question_mask"].tolist() == [[True] * 3, [True, False, False]]
+    assert batch["answer_ids"].shape == (2, 3, 1) and batch["question_mask"].tolist() == [
+        [True] * 3,
+        [True, False, False],
+    ]
     for row, (_, questions) in enumerate(rows):
         expected, segment = [tokenizer.token_id("<|im_start|>")], [0]
         for j, question in enumerate(questions):
             text, answer = tokenizer.encode(question.text), tokenizer.encode(question.answer)
-            # multimodal index = text index + num_patches: the last question token predicts the first answer token
+            # multimodal index = text index + num_patches: the last question token
+            # predicts the first answer token
             assert batch["answer_positions"][row, j, 0] == config.num_patches + len(expected) + len(text) - 1
             assert batch["answer_ids"][row, j].tolist() == answer
             expected += [*text, *answer[:-1]]
@@ -100,7 +115,9 @@ def test_question_batch_packs_the_questions_of_a_scene_after_its_image(scenes, t
 
 
 @pytest.mark.parametrize("attention", ["sdpa", "matmul"])
-def test_packed_questions_compute_what_each_question_computes_alone(scenes, tokenizer, config, policy, attention):
+def test_packed_questions_compute_what_each_question_computes_alone(
+    scenes, tokenizer, config, policy, attention
+):
     """Reference: each question alone in the VLM's ordinary causal pass (`decoder_hidden_states`)."""
     vlm, answers = policy.vla.eval(), AnswerSet(tokenizer)
     init_attention(vlm, 0.09)  # sharp attention, so a leak across questions would show
@@ -112,7 +129,9 @@ def test_packed_questions_compute_what_each_question_computes_alone(scenes, toke
         logits = answer_logits(vlm, qa_hidden_states(vlm, packed)[-1], packed["answer_positions"])
         for row, (scene, questions) in enumerate(rows):
             for j, question in enumerate(questions):
-                alone = question_batch(scenes, [(scene, [question])], tokenizer, answers, 64, config.num_patches, 256)
+                alone = question_batch(
+                    scenes, [(scene, [question])], tokenizer, answers, 64, config.num_patches, 256
+                )
                 language_model = vlm.language_model
                 embeds = insert_patches(
                     language_model.get_input_embeddings()(alone["input_ids"]),
@@ -203,12 +222,15 @@ def test_pretrained_snapshot_is_cached_and_written_atomically(tmp_path, monkeypa
     assert sorted(p.name for p in tmp_path.iterdir()) == [first.name]  # no temporary directory left
     other = pretrained_snapshot(replace(TINY, seed=1), tmp_path, progress=False)
     assert other != first and len(calls) == 2
-    assert snapshot_key(TINY) == snapshot_key(replace(TINY)) != snapshot_key(replace(TINY, learning_rate=1e-4))
+    assert (
+        snapshot_key(TINY) == snapshot_key(replace(TINY)) != snapshot_key(replace(TINY, learning_rate=1e-4))
+    )
 
 
 @pytest.mark.slow
 def test_quick_pretraining_is_well_above_chance():
-    """The `--quick` budget (about a minute on 2 cores): a random model answers 0.3 % (always the same word)."""
+    """The `--quick` budget (about a minute on 2 cores): a random model answers
+    0.3 % (always the same word)."""
     torch.set_num_threads(2)
     _, _, metrics = pretrain(quick_pretrain_config(), progress=False)
     qa = metrics["heldout_qa"]

@@ -4,7 +4,12 @@ from craft_vla.demo.report import COLUMNS, targets
 
 
 def row(**values):
-    names = {"l1": "action L1 (val)", "train": "success train", "heldout": "success held-out", "qa": "QA not needed by task"}
+    names = {
+        "l1": "action L1 (val)",
+        "train": "success train",
+        "heldout": "success held-out",
+        "qa": "QA not needed by task",
+    }
     cells = {name: (0.0, 0.0) for name, _ in COLUMNS}
     cells.update({names[k]: (v, 0.0) for k, v in values.items()})
     return cells
@@ -12,14 +17,25 @@ def row(**values):
 
 def verdicts(lines):
     rows = lines[lines.index("| --- | --- | --- | --- |") + 1 :]  # after the caption and the header
-    return {row.split(" | ")[0].lstrip("| "): (float(row.split(" | ")[1]), row.split(" | ")[3].rstrip(" |")) for row in rows}
+    return {
+        row.split(" | ")[0].lstrip("| "): (float(row.split(" | ")[1]), row.split(" | ")[3].rstrip(" |"))
+        for row in rows
+    }
 
 
 def test_each_target_is_computed_and_judged_against_its_bar():
-    table = {"sft_full": row(l1=0.2, train=(0.83 + 0.8 + 0.77) / 3, heldout=0.3, qa=0.05), "craft": row(l1=0.22, train=0.7, heldout=0.3, qa=0.86)}
-    found = verdicts(targets(table, {"QA not needed by task": 0.9}, mean_prediction_l1=0.6, wall_seconds=1300, quick=False))
+    table = {
+        "sft_full": row(l1=0.2, train=(0.83 + 0.8 + 0.77) / 3, heldout=0.3, qa=0.05),
+        "craft": row(l1=0.22, train=0.7, heldout=0.3, qa=0.86),
+    }
+    found = verdicts(
+        targets(table, {"QA not needed by task": 0.9}, mean_prediction_l1=0.6, wall_seconds=1300, quick=False)
+    )
     assert found["full SFT learns the actions: its L1 / the mean prediction's"] == (0.333, "yes")
-    assert found["full SFT's success on the training tasks"] == (0.8, "yes")  # inclusive, and 0.7999... is 0.8
+    assert found["full SFT's success on the training tasks"] == (
+        0.8,
+        "yes",
+    )  # inclusive, and 0.7999... is 0.8
     assert found["QA points full SFT loses on questions the task does not need"] == (85.0, "yes")
     assert found["CRaFT's accuracy on those questions / the snapshot's"] == (0.956, "yes")
     assert found["CRaFT's action L1 / full SFT's"] == (1.1, "no")
@@ -32,5 +48,7 @@ def test_quick_runs_are_held_to_the_quick_budget_and_missing_methods_give_no_row
     found = verdicts(targets(table, {"QA not needed by task": 0.0}, 0.6, wall_seconds=170, quick=True))
     assert found["wall time of this run, s (the first run adds pretraining)"] == (170.0, "yes")
     assert "smoke test" in targets(table, {"QA not needed by task": 0.0}, 0.6, 170, quick=True)[0]
-    assert found["CRaFT's accuracy on those questions / the snapshot's"][1] == "no"  # 0 / 0: nan, not an error
+    assert (
+        found["CRaFT's accuracy on those questions / the snapshot's"][1] == "no"
+    )  # 0 / 0: nan, not an error
     assert targets({"craft": row()}, {"QA not needed by task": 0.9}, 0.6, 100, False) == []

@@ -71,14 +71,30 @@ def test_qa_accuracy_packs_a_scene_s_questions_without_changing_an_answer(scenes
     from craft_vla.demo.qa import AnswerSet, answer_logits, answers_correct, qa_hidden_states, question_batch
 
     # a briefly pretrained VLM: it answers some questions right and some wrong, so the comparison can fail
-    vlm, _, _ = pretrain(PretrainConfig(steps=40, batch_size=8, warmup_steps=5, train_scenes=40, heldout_scenes=2,
-                                        heldout_questions_per_scene=1), progress=False)
+    vlm, _, _ = pretrain(
+        PretrainConfig(
+            steps=40,
+            batch_size=8,
+            warmup_steps=5,
+            train_scenes=40,
+            heldout_scenes=2,
+            heldout_questions_per_scene=1,
+        ),
+        progress=False,
+    )
     answers, config = AnswerSet(tokenizer), vlm.config
     flags = []
     with torch.no_grad():
         for scene, question in scenes.flat():  # the reference: each question alone in its row
-            batch = question_batch(scenes, [(scene, [question])], tokenizer, answers, config.image_size, config.num_patches,
-                                   config.llm.vocab_size)
+            batch = question_batch(
+                scenes,
+                [(scene, [question])],
+                tokenizer,
+                answers,
+                config.image_size,
+                config.num_patches,
+                config.llm.vocab_size,
+            )
             logits = answer_logits(vlm, qa_hidden_states(vlm, batch)[-1], batch["answer_positions"])
             flags.append(bool(answers_correct(logits, batch["answer_ids"], batch["allowed"])[0, 0]))
     result = qa_accuracy(vlm, scenes, tokenizer, batch_size=24)
@@ -112,15 +128,23 @@ def test_qa_accuracy_through_lora_equals_the_base_model_at_init(policy, scenes, 
 
 def test_ridge_fit_matches_least_squares_on_augmented_rows():
     g = torch.Generator().manual_seed(0)
-    x, y, test = torch.randn(50, 6, generator=g) * 3 + 1, torch.randn(50, 4, generator=g), torch.randn(7, 6, generator=g)
+    x, y, test = (
+        torch.randn(50, 6, generator=g) * 3 + 1,
+        torch.randn(50, 4, generator=g),
+        torch.randn(7, 6, generator=g),
+    )
     ridge = 0.1
     predicted = ridge_fit_predict(x, y, test, ridge)
     # reference: standardise, append sqrt(N·ridge)·I rows (penalising only the weights) to an lstsq
     mean, std = x.double().mean(0), x.double().std(0)
     xs = (x.double() - mean) / std
     design = torch.cat([torch.ones(50, 1, dtype=torch.float64), xs], 1)
-    penalty = torch.cat([torch.zeros(6, 1, dtype=torch.float64), (50 * ridge) ** 0.5 * torch.eye(6, dtype=torch.float64)], 1)
-    solution = torch.linalg.lstsq(torch.cat([design, penalty]), torch.cat([y.double(), torch.zeros(6, 4, dtype=torch.float64)])).solution
+    penalty = torch.cat(
+        [torch.zeros(6, 1, dtype=torch.float64), (50 * ridge) ** 0.5 * torch.eye(6, dtype=torch.float64)], 1
+    )
+    solution = torch.linalg.lstsq(
+        torch.cat([design, penalty]), torch.cat([y.double(), torch.zeros(6, 4, dtype=torch.float64)])
+    ).solution
     expected = torch.cat([torch.ones(7, 1, dtype=torch.float64), (test.double() - mean) / std], 1) @ solution
     torch.testing.assert_close(predicted, expected)
 
@@ -128,11 +152,16 @@ def test_ridge_fit_matches_least_squares_on_augmented_rows():
 def test_linear_probe_reads_labels_from_features_that_hold_them(monkeypatch, policy, tokenizer):
     from craft_vla.sim import make_perception_set
 
-    train, heldout = make_perception_set(300, 1, seed=1, name="probe-a"), make_perception_set(10, 1, seed=1, name="probe-b")
+    train, heldout = (
+        make_perception_set(300, 1, seed=1, name="probe-a"),
+        make_perception_set(10, 1, seed=1, name="probe-b"),
+    )
 
     batch_counts = []
 
-    def label_features(model, batches, spec):  # one-hot colours of all cells: a perfect linear read-out exists
+    def label_features(
+        model, batches, spec
+    ):  # one-hot colours of all cells: a perfect linear read-out exists
         chosen = (train, heldout)[len(batch_counts)]
         batch_counts.append(sum(1 for _ in batches))
         assert (spec.raw_layer, spec.aq_layer) == (2, 4)
@@ -149,7 +178,10 @@ def test_linear_probe_reads_labels_from_features_that_hold_them(monkeypatch, pol
 def test_linear_probe_runs_on_the_anchor_features(policy, tokenizer):
     from craft_vla.sim import make_perception_set
 
-    train, heldout = make_perception_set(24, 1, seed=1, name="probe-a"), make_perception_set(8, 1, seed=1, name="probe-b")
+    train, heldout = (
+        make_perception_set(24, 1, seed=1, name="probe-a"),
+        make_perception_set(8, 1, seed=1, name="probe-b"),
+    )
     result = linear_probe(policy, train, heldout, tokenizer, attribute="shape")
     assert set(result) == {"accuracy", "majority_baseline", "occupied_accuracy"}
     assert all(0.0 <= v <= 1.0 for v in result.values())
@@ -180,7 +212,9 @@ def test_linear_cka_matches_the_hsic_formula_and_its_invariances():
 
 
 def test_feature_drift_is_zero_for_identical_models(policy, config, scenes, tokenizer):
-    batches = list(probe_batches(scenes, tokenizer, config.num_action_queries, config.image_size, batch_size=5))
+    batches = list(
+        probe_batches(scenes, tokenizer, config.num_action_queries, config.image_size, batch_size=5)
+    )
     drift = feature_drift(policy, copy.deepcopy(policy), batches)
     layers = config.llm.num_hidden_layers + 1
     assert set(drift) == {f"{p}_{m}" for p in ("raw", "aq") for m in ("l2", "relative_l2", "cka")}
@@ -190,14 +224,19 @@ def test_feature_drift_is_zero_for_identical_models(policy, config, scenes, toke
 
 
 def test_feature_drift_measures_the_change_of_a_perturbed_layer(policy, config, scenes, tokenizer):
-    batches = list(probe_batches(scenes, tokenizer, config.num_action_queries, config.image_size, batch_size=5))
+    batches = list(
+        probe_batches(scenes, tokenizer, config.num_action_queries, config.image_size, batch_size=5)
+    )
     tuned = copy.deepcopy(policy)
     with torch.no_grad():
         tuned.vla.language_model.model.layers[2].mlp.down_proj.weight.mul_(3.0)
     drift = feature_drift(policy, tuned, batches)
-    assert drift["raw_l2"][:3] == [0.0] * 3 and drift["aq_l2"][:3] == [0.0] * 3  # layers before it are untouched
+    assert (
+        drift["raw_l2"][:3] == [0.0] * 3 and drift["aq_l2"][:3] == [0.0] * 3
+    )  # layers before it are untouched
     assert min(drift["raw_l2"][3:]) > 0 and min(drift["aq_l2"][3:]) > 0
-    # reference from the action pass's own bridge latents: mean over tokens, squared distance, mean over samples
+    # reference from the action pass's own bridge latents: mean over tokens, squared
+    # distance, mean over samples
     with torch.no_grad():
         policy.eval(), tuned.eval()
         batches = [{**b, "proprio": torch.zeros(len(b["input_ids"]), config.proprio_dim)} for b in batches]
@@ -214,7 +253,9 @@ def test_feature_drift_measures_the_change_of_a_perturbed_layer(policy, config, 
 
 
 def test_feature_drift_of_a_fresh_lora_policy_is_zero(policy, config, scenes, tokenizer):
-    batches = list(probe_batches(scenes, tokenizer, config.num_action_queries, config.image_size, batch_size=6))
+    batches = list(
+        probe_batches(scenes, tokenizer, config.num_action_queries, config.image_size, batch_size=6)
+    )
     tuned = apply_lora(copy.deepcopy(policy), rank=4)  # B = 0: the adapters start as the identity
     drift = feature_drift(policy, tuned, batches)
     assert max(drift["raw_l2"]) == 0.0 and max(drift["aq_l2"]) == 0.0

@@ -15,9 +15,16 @@ SETTLE = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0)
 
 
 def spec(task=0, trial=0, x0=0.0, goal=1.0, max_steps=20):
-    return EpisodeSpec(suite="fake", task_index=task, task=f"task{task}", instruction=f"reach {goal}",
-                       trial=trial, init_state=np.array([x0, goal]), bddl_file=f"task{task}.bddl",
-                       max_steps=max_steps)
+    return EpisodeSpec(
+        suite="fake",
+        task_index=task,
+        task=f"task{task}",
+        instruction=f"reach {goal}",
+        trial=trial,
+        init_state=np.array([x0, goal]),
+        bddl_file=f"task{task}.bddl",
+        max_steps=max_steps,
+    )
 
 
 def replay(rows=40, dx=0.1):
@@ -60,8 +67,9 @@ def test_episode_follows_the_protocol_and_executes_chunks_in_order():
 def test_step_limit_and_episode_errors_are_failures():
     factory = LineEnvFactory()
     episodes = [spec(trial=0, goal=100.0, max_steps=7), spec(trial=1, goal=-1.0), spec(trial=2, goal=0.25)]
-    limit, error, ok = run_libero_episodes(episodes, ReplayChunkPolicy(replay()), factory, PROTOCOL,
-                                           progress=False)
+    limit, error, ok = run_libero_episodes(
+        episodes, ReplayChunkPolicy(replay()), factory, PROTOCOL, progress=False
+    )
     assert not limit.success and limit.steps == 7 and limit.error == ""
     assert not error.success and "simulated physics failure" in error.error
     assert ok.success and ok.steps == 3
@@ -90,8 +98,9 @@ def test_two_worker_processes_give_the_same_outcomes_as_one():
     assert [(r.task_index, r.trial) for r in two] == [(e.task_index, e.trial) for e in episodes]
     assert 0 < sum(r.success for r in one) < len(one)  # the comparison covers both outcomes
     random_one, random_two = (
-        run_libero_episodes(episodes, RandomChunkPolicy(), LineEnvFactory(), PROTOCOL, num_envs=n,
-                            progress=False)
+        run_libero_episodes(
+            episodes, RandomChunkPolicy(), LineEnvFactory(), PROTOCOL, num_envs=n, progress=False
+        )
         for n in (1, 2)
     )
     assert _outcomes(random_one) == _outcomes(random_two)
@@ -99,8 +108,9 @@ def test_two_worker_processes_give_the_same_outcomes_as_one():
 
 def test_a_policy_with_the_wrong_action_dimension_is_refused():
     with pytest.raises(ValueError, match="6 delta EEF dims"):
-        run_libero_episodes([spec()], ReplayChunkPolicy(np.zeros((8, 4))), LineEnvFactory(), PROTOCOL,
-                            progress=False)
+        run_libero_episodes(
+            [spec()], ReplayChunkPolicy(np.zeros((8, 4))), LineEnvFactory(), PROTOCOL, progress=False
+        )
 
 
 class BrokenRenderer:
@@ -111,5 +121,11 @@ class BrokenRenderer:
 @pytest.mark.parametrize("num_envs", [1, 2])
 def test_a_renderer_failure_stops_the_run_with_the_fix(num_envs):
     with pytest.raises(RenderingBackendError, match="MUJOCO_GL=osmesa PYOPENGL_PLATFORM=osmesa"):
-        run_libero_episodes([spec(), spec(trial=1)], ReplayChunkPolicy(replay()), BrokenRenderer(), PROTOCOL,
-                     num_envs=num_envs, progress=False)
+        run_libero_episodes(
+            [spec(), spec(trial=1)],
+            ReplayChunkPolicy(replay()),
+            BrokenRenderer(),
+            PROTOCOL,
+            num_envs=num_envs,
+            progress=False,
+        )

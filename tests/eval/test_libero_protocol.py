@@ -121,11 +121,19 @@ def test_open_loop_executes_the_first_k_actions_in_order():
 
 def test_step_limits_per_suite_and_for_perturbed_suites():
     assert MAX_EPISODE_STEPS == {
-        "libero_spatial": 220, "libero_object": 280, "libero_goal": 300, "libero_10": 520, "libero_90": 400,
+        "libero_spatial": 220,
+        "libero_object": 280,
+        "libero_goal": 300,
+        "libero_10": 520,
+        "libero_90": 400,
     }
     cases = {
-        "libero_spatial_swap": 220, "libero_object_lan": 280, "libero_goal_task": 300,
-        "libero_10_object": 520, "libero_spatial_with_mug": 220, "LIBERO_GOAL": 300,
+        "libero_spatial_swap": 220,
+        "libero_object_lan": 280,
+        "libero_goal_task": 300,
+        "libero_10_object": 520,
+        "libero_spatial_with_mug": 220,
+        "LIBERO_GOAL": 300,
     }
     for suite, limit in cases.items():
         assert max_episode_steps(suite.lower()) == limit
@@ -138,8 +146,15 @@ def test_unnormalisation_the_evaluation_relies_on():
     from craft_vla.data.normalize import NormStats, unnormalize_bounds_q99
 
     f32 = lambda v: np.array(v, dtype=np.float32)  # noqa: E731
-    stats = NormStats(mean=f32([0, 0, 0]), std=f32([1, 1, 1]), max=f32([2, 5, 1]), min=f32([-2, -1, 0]),
-                      q01=f32([-1.0, 0.0, 0.0]), q99=f32([1.0, 4.0, 1.0]), mask=np.array([True, True, False]))
+    stats = NormStats(
+        mean=f32([0, 0, 0]),
+        std=f32([1, 1, 1]),
+        max=f32([2, 5, 1]),
+        min=f32([-2, -1, 0]),
+        q01=f32([-1.0, 0.0, 0.0]),
+        q99=f32([1.0, 4.0, 1.0]),
+        mask=np.array([True, True, False]),
+    )
     # 0.5 (y + 1)(q99 − q01 + 1e-8) + q01 on masked dims: y = 0.5 -> 0.5, y = −0.5 -> 1.0; the gripper passes
     x = unnormalize_bounds_q99(f32([[0.5, -0.5, 0.7]]), stats)
     assert x[0].tolist() == pytest.approx([0.5, 1.0, 0.7], abs=1e-6)

@@ -37,8 +37,11 @@ def test_summary_counts_per_task_and_per_suite():
     episodes = _episodes("libero_spatial", [(5, 10), (0, 10)]) + _episodes("libero_spatial_swap", [(1, 2)])
     summary = summarise(episodes)
     rates = [(r["suite"], r["task_index"], r["successes"], r["trials"]) for r in summary["tasks"]]
-    assert rates == [("libero_spatial", 0, 5, 10), ("libero_spatial", 1, 0, 10),
-                     ("libero_spatial_swap", 0, 1, 2)]
+    assert rates == [
+        ("libero_spatial", 0, 5, 10),
+        ("libero_spatial", 1, 0, 10),
+        ("libero_spatial_swap", 0, 1, 2),
+    ]
     spatial, swap = summary["suites"]
     assert (spatial["successes"], spatial["trials"], spatial["success_rate"]) == (5, 20, 0.25)
     assert spatial["ci95"] == pytest.approx(wilson_interval(5, 20))

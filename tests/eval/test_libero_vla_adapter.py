@@ -28,10 +28,19 @@ def checkpoint(tmp_path_factory):
 
 def observations(n):
     rng = np.random.default_rng(1)
-    return [{"full_image": rng.integers(0, 256, (256, 256, 3), dtype=np.uint8),
-             "wrist_image": rng.integers(0, 256, (256, 256, 3), dtype=np.uint8),
-             "state": rng.normal(size=8), "instruction": INSTRUCTION, "suite": "libero_spatial_swap",
-             "task_index": 0, "trial": i, "step": 0} for i in range(n)]
+    return [
+        {
+            "full_image": rng.integers(0, 256, (256, 256, 3), dtype=np.uint8),
+            "wrist_image": rng.integers(0, 256, (256, 256, 3), dtype=np.uint8),
+            "state": rng.normal(size=8),
+            "instruction": INSTRUCTION,
+            "suite": "libero_spatial_swap",
+            "task_index": 0,
+            "trial": i,
+            "step": 0,
+        }
+        for i in range(n)
+    ]
 
 
 def test_the_adapter_asks_for_the_protocol_preprocessing(checkpoint):
@@ -85,8 +94,9 @@ def test_a_tiny_model_runs_whole_episodes_on_the_fake_env(checkpoint, tmp_path, 
     monkeypatch.setattr(libero_eval, "load_tasks", lambda suite: tasks)
     monkeypatch.setattr(libero_eval, "load_init_states", lambda task, n: np.array([[0.0, 5.0]] * n))
     policy = VLAAdapterChunkPolicy.from_checkpoint(str(checkpoint), ["libero_spatial"], device="cpu")
-    config = LiberoEvalConfig(suite="libero_spatial", num_trials_per_task=2, max_steps=16, out_dir=tmp_path,
-                              progress=False)
+    config = LiberoEvalConfig(
+        suite="libero_spatial", num_trials_per_task=2, max_steps=16, out_dir=tmp_path, progress=False
+    )
     document = evaluate_libero(policy, config, env_factory=LineEnvFactory(), policy_info=policy.describe())
     assert [e["error"] for e in document["episodes"]] == ["", ""]
     assert document["config"]["policy"]["unnorm_keys"] == {"libero_spatial": "libero_spatial_no_noops"}

@@ -20,9 +20,33 @@ from craft_vla.sim.tasks import TASK_NAMES
 # 4 executed, 5 environments at 32 px, and a digest of the environments in every batch: computed with the
 # evaluator this loop replaced (craft_vla.sim.evaluate, before the closed loop was shared with LIBERO).
 NOISY_OUTCOMES = [
-    (1, 32), (1, 16), (1, 43), (1, 50), (0, 60), (1, 30), (0, 60), (0, 60), (1, 53),
-    (1, 42), (0, 60), (1, 36), (1, 60), (1, 35), (0, 60), (0, 60), (1, 35), (0, 60),
-    (0, 60), (1, 44), (0, 60), (0, 60), (0, 60), (0, 60), (0, 60), (1, 29), (1, 29),
+    (1, 32),
+    (1, 16),
+    (1, 43),
+    (1, 50),
+    (0, 60),
+    (1, 30),
+    (0, 60),
+    (0, 60),
+    (1, 53),
+    (1, 42),
+    (0, 60),
+    (1, 36),
+    (1, 60),
+    (1, 35),
+    (0, 60),
+    (0, 60),
+    (1, 35),
+    (0, 60),
+    (0, 60),
+    (1, 44),
+    (0, 60),
+    (0, 60),
+    (0, 60),
+    (0, 60),
+    (0, 60),
+    (1, 29),
+    (1, 29),
 ]
 NOISY_BATCHES_SHA1 = "f08bd928f714f506b245bf6e1b9bc4eeae4c2ebb"  # of json.dumps([[env_index, ...] per call])
 
@@ -108,8 +132,13 @@ def test_outcomes_do_not_depend_on_the_number_of_envs():
     for num_envs in (1, 5):
         evaluator = TabletopEvaluator(image_size=32, num_envs=num_envs)
         policy = NoisyExpert(evaluator.envs, chunk=3, noise=1.0)
-        results.append(outcomes(evaluator.run(policy, tasks=("stack", "push_side"), episodes_per_task=3,
-                                              execute_steps=2, progress=False)))
+        results.append(
+            outcomes(
+                evaluator.run(
+                    policy, tasks=("stack", "push_side"), episodes_per_task=3, execute_steps=2, progress=False
+                )
+            )
+        )
     assert results[0] == results[1]
     assert 0 < sum(r[3] for r in results[0]) < len(results[0])  # the comparison covers both outcomes
 

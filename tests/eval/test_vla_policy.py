@@ -31,16 +31,26 @@ def model():
 
 def statistics(scale):
     rng = np.random.default_rng(0)
-    return DatasetStatistics(compute_norm_stats(rng.uniform(-1, 1, (100, 3)) * scale),
-                             compute_norm_stats(rng.uniform(0, 1, (100, 4))), 100, 10)
+    return DatasetStatistics(
+        compute_norm_stats(rng.uniform(-1, 1, (100, 3)) * scale),
+        compute_norm_stats(rng.uniform(0, 1, (100, 4))),
+        100,
+        10,
+    )
 
 
 def observations(n, suites):
     rng = np.random.default_rng(1)
-    return [{"full_image": rng.integers(0, 256, (64, 64, 3), dtype=np.uint8),
-             "wrist_image": rng.integers(0, 256, (64, 64, 3), dtype=np.uint8),
-             "state": rng.uniform(0, 1, 4).astype(np.float32), "instruction": "pick up the red cube",
-             "suite": suites[i % len(suites)]} for i in range(n)]
+    return [
+        {
+            "full_image": rng.integers(0, 256, (64, 64, 3), dtype=np.uint8),
+            "wrist_image": rng.integers(0, 256, (64, 64, 3), dtype=np.uint8),
+            "state": rng.uniform(0, 1, 4).astype(np.float32),
+            "instruction": "pick up the red cube",
+            "suite": suites[i % len(suites)],
+        }
+        for i in range(n)
+    ]
 
 
 def as_observation(obs):
@@ -104,8 +114,9 @@ def test_the_tabletop_loop_asks_the_policy_what_a_plain_loop_asks(model):
 def test_the_demos_success_rates_are_the_plain_loops(model):
     policy, tokenizer = model
     stats = statistics([0.3, 0.3, 1.0])
-    rates = closed_loop(policy, tokenizer, stats, 64, 1, ("train", "heldout"), ("reach",), num_envs=1,
-                        execute_steps=4)
+    rates = closed_loop(
+        policy, tokenizer, stats, 64, 1, ("train", "heldout"), ("reach",), num_envs=1, execute_steps=4
+    )
     for split in ("train", "heldout"):
         _, (success, _) = plain_loop(policy, tokenizer, stats, "reach", EVAL_SEED, 60, 4, split)
         assert rates[split] == {"success_rate": float(success), "per_task": {"reach": float(success)}}

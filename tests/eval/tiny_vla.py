@@ -16,15 +16,21 @@ def tiny_statistics(action_dim=7, name="libero_spatial_no_noops"):
     rng = np.random.default_rng(0)
     stats = DatasetStatistics(
         compute_norm_stats(rng.normal(size=(50, action_dim)), np.arange(action_dim) < action_dim - 1),
-        compute_norm_stats(rng.normal(size=(50, 8))), 50, 2,
+        compute_norm_stats(rng.normal(size=(50, 8))),
+        50,
+        2,
     )
     return {name: stats.to_json()}
 
 
 def save_checkpoint(policy, directory, statistics_name="libero_spatial_no_noops"):
     """Write `policy` in VLA-Adapter's layout with LIBERO-sized statistics and a word tokenizer."""
-    save_policy_checkpoint(policy, directory, step="latest",
-                           dataset_statistics=tiny_statistics(policy.config.action_dim, statistics_name))
+    save_policy_checkpoint(
+        policy,
+        directory,
+        step="latest",
+        dataset_statistics=tiny_statistics(policy.config.action_dim, statistics_name),
+    )
     tokenizer = WordTokenizer.from_texts([INSTRUCTION, "what action should the robot take to"])
     tokenizer.save(directory / "word_tokenizer.json")
     return directory

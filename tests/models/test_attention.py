@@ -15,7 +15,11 @@ def test_matmul_attention_matches_sdpa_forward_and_backward(tiny_config, tiny_po
     batch = make_batch(tiny_config, prompt_lengths=(9, 3, 6))  # right padding of different lengths
     matmul = copy.deepcopy(tiny_policy)
     set_matmul_attention(matmul)
-    kinds = {m.config._attn_implementation for m in matmul.modules() if hasattr(m, "config") and hasattr(m.config, "_attn_implementation")}
+    kinds = {
+        m.config._attn_implementation
+        for m in matmul.modules()
+        if hasattr(m, "config") and hasattr(m.config, "_attn_implementation")
+    }
     assert kinds == {"eager"}
     assert not any(m.fused_attn for m in matmul.modules() if hasattr(m, "fused_attn"))
     outputs = []

@@ -46,7 +46,8 @@ def select(hidden, mask):
 
 
 def reference_features(hidden, attention_mask, num_patches, num_queries, raw_layer, aq_layer):
-    """VLA-Adapter's training slicing, written out: C_R = h[:, :P]; C_AQ = h[:, P:-1] at the shifted query mask."""
+    """VLA-Adapter's training slicing, written out:
+    C_R = h[:, :P]; C_AQ = h[:, P:-1] at the shifted query mask."""
     labels_mask = placeholder_mask(attention_mask, num_queries)[:, 1:]  # text token j+1 is a query
     raw = hidden[raw_layer][:, :num_patches].mean(dim=1)
     text = hidden[aq_layer][:, num_patches:-1]
@@ -56,7 +57,8 @@ def reference_features(hidden, attention_mask, num_patches, num_queries, raw_lay
 
 @pytest.mark.parametrize("raw_layer,aq_layer", [(2, 4), (1, 3), (3, 3), (0, 2)])
 def test_bridge_features_equal_hooked_decoder_outputs(tiny_policy, tiny_batch, raw_layer, aq_layer):
-    """Features of the forward == features from forward hooks on the decoder layers (final norm for layer L)."""
+    """Features of the forward == features from forward hooks on the decoder layers
+    (final norm for layer L)."""
     lm = tiny_policy.vla.language_model.model
     modules = {i: lm.layers[i - 1] for i in range(1, LAYERS)} | {LAYERS: lm.norm}
     spec = AnchorSpec(raw_layer, aq_layer)
@@ -166,7 +168,8 @@ def test_missing_proprio_is_a_clear_error(tiny_policy, tiny_batch):
 
 @pytest.mark.parametrize("lora", [False, True])
 def test_every_trainable_parameter_gets_a_gradient_in_the_action_pass(tiny_policy, tiny_batch, lora):
-    """So DDP needs no unused-parameter search: never-run parts (last ViT block, pooling, film_gen) are frozen."""
+    """So DDP needs no unused-parameter search: never-run parts (last ViT block,
+    pooling, film_gen) are frozen."""
     if lora:
         apply_lora(tiny_policy, rank=2)
     tiny_policy.train()(tiny_batch).loss.backward()

@@ -1,4 +1,5 @@
-"""Inference on the real LIBERO observation with a tiny model, and its preprocessing == the training dataset's."""
+"""Inference on the real LIBERO observation with a tiny model, and its preprocessing
+== the training dataset's."""
 
 from __future__ import annotations
 

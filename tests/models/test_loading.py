@@ -97,13 +97,16 @@ def qwen_like_bpe() -> Tokenizer:
     bytes-to-unicode, the special tokens added after the merged vocabulary."""
     bpe = Tokenizer(models.BPE())
     bpe.normalizer = normalizers.NFC()
-    bpe.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(QWEN_SPLIT), "isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
+    bpe.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN_SPLIT), "isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=320, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=320, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
     bpe.train_from_iterator([vla_prompt_text(i) for i in INSTRUCTIONS] * 10, trainer)
     bpe.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
     return bpe
@@ -118,19 +121,41 @@ def write_tokenizer(bpe: Tokenizer, directory: Path, as_json: bool) -> Path:
     else:
         bpe.model.save(str(directory))
         (directory / "added_tokens.json").write_text(json.dumps(added))
-        (directory / "special_tokens_map.json").write_text(json.dumps(
-            {"eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>",
-             "additional_special_tokens": ["<|im_start|>", "<|im_end|>"]}
-        ))
-    decoder = {str(i): {"content": t, "special": True, "normalized": False, "lstrip": False, "rstrip": False,
-                        "single_word": False} for t, i in added.items()}
-    (directory / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "Qwen2Tokenizer", "processor_class": "PrismaticProcessor",
-        "added_tokens_decoder": decoder,
-        "auto_map": {"AutoProcessor": "processing_prismatic.PrismaticProcessor"},
-        "eos_token": "<|endoftext|>",
-        "pad_token": "<|endoftext|>", "unk_token": None, "bos_token": None, "model_max_length": 32768,
-    }))
+        (directory / "special_tokens_map.json").write_text(
+            json.dumps(
+                {
+                    "eos_token": "<|endoftext|>",
+                    "pad_token": "<|endoftext|>",
+                    "additional_special_tokens": ["<|im_start|>", "<|im_end|>"],
+                }
+            )
+        )
+    decoder = {
+        str(i): {
+            "content": t,
+            "special": True,
+            "normalized": False,
+            "lstrip": False,
+            "rstrip": False,
+            "single_word": False,
+        }
+        for t, i in added.items()
+    }
+    (directory / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "tokenizer_class": "Qwen2Tokenizer",
+                "processor_class": "PrismaticProcessor",
+                "added_tokens_decoder": decoder,
+                "auto_map": {"AutoProcessor": "processing_prismatic.PrismaticProcessor"},
+                "eos_token": "<|endoftext|>",
+                "pad_token": "<|endoftext|>",
+                "unk_token": None,
+                "bos_token": None,
+                "model_max_length": 32768,
+            }
+        )
+    )
     return directory
 
 
@@ -148,8 +173,12 @@ def test_vocab_and_merges_give_the_ids_of_tokenizer_json(tmp_path):
     without = write_tokenizer(bpe, save_full_checkpoint(tmp_path / "vocab"), as_json=False)
     assert not (without / "tokenizer.json").exists() and (without / "merges.txt").is_file()
     a, b = (load_finetuned_checkpoint(d).tokenizer for d in (with_json, without))
-    texts = [vla_prompt_text(INSTRUCTIONS[0]), vla_prompt_text("Stack the RED cube, then 12 more!"),
-             "<|im_start|>user\nWhat is the capital of France?<|im_end|>", "café  naïve\n\n\tend"]
+    texts = [
+        vla_prompt_text(INSTRUCTIONS[0]),
+        vla_prompt_text("Stack the RED cube, then 12 more!"),
+        "<|im_start|>user\nWhat is the capital of France?<|im_end|>",
+        "café  naïve\n\n\tend",
+    ]
     for text in texts:
         assert a.encode(text) == b.encode(text) == bpe.encode(text).ids, text
     assert prompt_token_ids(INSTRUCTIONS[1], a, 4) == prompt_token_ids(INSTRUCTIONS[1], b, 4)
@@ -171,8 +200,14 @@ def test_no_load_asks_to_run_custom_code(tmp_path):
         "print(type(loaded.tokenizer).__name__, type(load_tokenizer([sys.argv[1]])).__name__)\n"
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-c", code, str(directory)], stdin=subprocess.DEVNULL, env=env,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(directory)],
+        stdin=subprocess.DEVNULL,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "ASKED" not in result.stdout and "custom code" not in result.stdout + result.stderr
     assert result.stdout.split() == ["HFQwenTokenizer", "HFQwenTokenizer"]
@@ -217,8 +252,9 @@ def test_head_input_bf16_rounds_the_action_query_states_before_the_head(tmp_path
     save_policy_checkpoint(policy, tmp_path / "lora", step=1)
     WordTokenizer.from_texts(INSTRUCTIONS).save(tmp_path / "lora" / "word_tokenizer.json")
     released = load_finetuned_checkpoint(tmp_path / "lora", base_vla_path=tmp_path / "prismatic")
-    ours = load_finetuned_checkpoint(tmp_path / "lora", base_vla_path=tmp_path / "prismatic",
-                                     head_input_bf16=False)
+    ours = load_finetuned_checkpoint(
+        tmp_path / "lora", base_vla_path=tmp_path / "prismatic", head_input_bf16=False
+    )
     assert released.head_input_bf16 and not ours.head_input_bf16
     batch = make_batch(policy.config, with_actions=False)
     with torch.no_grad():
@@ -239,12 +275,18 @@ def libero_like_data(root: Path) -> Path:
         state = rng.normal(size=(6, 8)).astype(np.float32)
         gripper = np.sign(rng.normal(size=(6, 1)))
         action = np.concatenate([np.tanh(state[:, :6]), gripper], 1).astype(np.float32)
-        episodes.append({
-            "steps": {"observation": {"image": images, "wrist_image": images[:, ::-1].copy(), "state": state},
-                      "action": action, "language_instruction": INSTRUCTIONS[e % 2],
-                      "is_first": np.arange(6) == 0, "is_last": np.arange(6) == 5},
-            "episode_metadata": {"file_path": f"synthetic/{e}"},
-        })
+        episodes.append(
+            {
+                "steps": {
+                    "observation": {"image": images, "wrist_image": images[:, ::-1].copy(), "state": state},
+                    "action": action,
+                    "language_instruction": INSTRUCTIONS[e % 2],
+                    "is_first": np.arange(6) == 0,
+                    "is_last": np.arange(6) == 5,
+                },
+                "episode_metadata": {"file_path": f"synthetic/{e}"},
+            }
+        )
     write_rlds_dataset(root, LIBERO, episodes)
     return root
 
@@ -256,9 +298,16 @@ def libero_root(tmp_path_factory) -> Path:
 
 def observations(n: int) -> list[dict]:
     rng = np.random.default_rng(1)
-    return [{"full_image": rng.integers(0, 256, (64, 64, 3), dtype=np.uint8),
-             "wrist_image": rng.integers(0, 256, (64, 64, 3), dtype=np.uint8), "state": rng.normal(size=8),
-             "instruction": INSTRUCTIONS[i % 2], "suite": "libero_spatial"} for i in range(n)]
+    return [
+        {
+            "full_image": rng.integers(0, 256, (64, 64, 3), dtype=np.uint8),
+            "wrist_image": rng.integers(0, 256, (64, 64, 3), dtype=np.uint8),
+            "state": rng.normal(size=8),
+            "instruction": INSTRUCTIONS[i % 2],
+            "suite": "libero_spatial",
+        }
+        for i in range(n)
+    ]
 
 
 def trained(cfg: FinetuneConfig, monkeypatch) -> tuple[Path, torch.nn.Module]:
@@ -278,9 +327,18 @@ def test_eval_loads_each_step_folder_a_run_writes_and_acts_as_the_trained_policy
     processor = {"means": [[0.4, 0.5, 0.6], [0.5, 0.5, 0.5]], "stds": [[0.2, 0.25, 0.3], [0.5, 0.5, 0.5]]}
     (configs / "preprocessor_config.json").write_text(json.dumps(processor))
     cfg = FinetuneConfig(
-        model="tiny", data_root_dir=libero_root, dataset_name=LIBERO, run_root_dir=tmp_path / "runs",
-        batch_size=4, max_steps=2, save_freq=100, image_aug=False, learning_rate=1e-2,
-        use_lora=mode != "full", lora_rank=4, merge_lora_during_training=mode == "lora_merged",
+        model="tiny",
+        data_root_dir=libero_root,
+        dataset_name=LIBERO,
+        run_root_dir=tmp_path / "runs",
+        batch_size=4,
+        max_steps=2,
+        save_freq=100,
+        image_aug=False,
+        learning_rate=1e-2,
+        use_lora=mode != "full",
+        lora_rank=4,
+        merge_lora_during_training=mode == "lora_merged",
         config_file_path=str(configs) if mode == "lora" else "",
     )
     run_dir, policy = trained(cfg, monkeypatch)
@@ -292,12 +350,18 @@ def test_eval_loads_each_step_folder_a_run_writes_and_acts_as_the_trained_policy
     if mode == "lora":  # the tokenizer and processor came with the step folder
         assert type(chunk_policy.tokenizer).__name__ == "HFQwenTokenizer"
         assert chunk_policy.normalization == ImageNormalization.from_processor_config(configs)
-    reference = VLAAdapterChunkPolicy(policy, chunk_policy.tokenizer, chunk_policy.statistics,
-                                      chunk_policy.unnorm_keys, normalization=chunk_policy.normalization)
+    reference = VLAAdapterChunkPolicy(
+        policy,
+        chunk_policy.tokenizer,
+        chunk_policy.statistics,
+        chunk_policy.unnorm_keys,
+        normalization=chunk_policy.normalization,
+    )
     batch = observations(3)
     tolerance = 1e-4 if mode == "lora_merged" else 1e-6  # merging W + s·B·A rounds differently
-    np.testing.assert_allclose(chunk_policy.predict_chunks(batch), reference.predict_chunks(batch),
-                               atol=tolerance, rtol=tolerance)
+    np.testing.assert_allclose(
+        chunk_policy.predict_chunks(batch), reference.predict_chunks(batch), atol=tolerance, rtol=tolerance
+    )
     if mode == "lora":  # the adapters matter: the base alone acts otherwise
         data = make_batch(loaded.config, with_actions=False)
         with torch.no_grad(), adapters_disabled(loaded):

@@ -27,7 +27,8 @@ def test_real_size_forward_on_cpu():
         features = policy(batch, anchor_spec=AnchorSpec(12, 24))
     anchored = time.perf_counter()
     print(
-        f"\nbuild {built - start:.1f} s, forward {forward - built:.1f} s, anchor pass {anchored - forward:.1f} s"
+        f"\nbuild {built - start:.1f} s, forward {forward - built:.1f} s, "
+        f"anchor pass {anchored - forward:.1f} s"
     )
     assert out.actions.shape == (1, 8, 7) and torch.isfinite(out.actions).all()
     assert out.raw_latents[24].shape == (1, 512, 896) and out.aq_latents[24].shape == (1, 64, 896)

@@ -1,4 +1,5 @@
-"""The fused vision backbone: timm's second-to-last block per image and tower, concatenated as the spec says."""
+"""The fused vision backbone: timm's second-to-last block per image and tower,
+concatenated as the spec says."""
 
 from __future__ import annotations
 

@@ -16,7 +16,8 @@ def _hue(rgb) -> float:
 
 @pytest.fixture
 def nearest_colour():
-    """pixel (3,) -> the palette colour nearest in hue (shading and highlights change value and saturation)."""
+    """pixel (3,) -> the palette colour nearest in hue (shading and highlights
+    change value and saturation)."""
     palette = np.array([_hue(c) for c in COLOUR_RGB])
 
     def nearest(pixel: np.ndarray) -> str:

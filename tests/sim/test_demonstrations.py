@@ -120,7 +120,8 @@ def test_every_task_is_generated_by_default(tmp_path):
 
 
 def test_world_config_reaches_the_generated_episodes(tmp_path):
-    """`config` changes the recorded scenes: one-object worlds give the first frames of single-object resets."""
+    """`config` changes the recorded scenes: one-object worlds give the first
+    frames of single-object resets."""
     from craft_vla.sim.demonstrations import write_demonstrations
     from craft_vla.sim.world import WorldConfig
 
@@ -128,9 +129,13 @@ def test_world_config_reaches_the_generated_episodes(tmp_path):
     report = write_demonstrations(tmp_path, 2, 32, tasks=("reach",), config=world, name="one", progress=False)
     first_images = [ep["steps"]["observation"]["image"][0] for ep in RLDSReader(report.path)]
     single, default = TabletopEnv(32, config=world), TabletopEnv(32)
+
     def gap(a: np.ndarray, b: np.ndarray) -> float:  # images are stored as JPEG: compare up to its loss
         return float(np.abs(a.astype(np.float64) - b).mean())
 
     for seed, image in enumerate(first_images):
-        ours, suite = gap(image, single.reset("reach", seed)["image"]), gap(image, default.reset("reach", seed)["image"])
+        ours, suite = (
+            gap(image, single.reset("reach", seed)["image"]),
+            gap(image, default.reset("reach", seed)["image"]),
+        )
         assert ours < 3.0 and suite > 2 * ours, (ours, suite)

@@ -1,4 +1,5 @@
-"""Tasks: seeded set-up, held-out splits, instructions, success checks, and the scripted experts in closed loop."""
+"""Tasks: seeded set-up, held-out splits, instructions, success checks, and the
+scripted experts in closed loop."""
 
 from __future__ import annotations
 

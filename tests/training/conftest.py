@@ -15,9 +15,13 @@ def synthetic_episodes(num_episodes: int, seed: int = 0, image_size: int = 32):
     for e in range(num_episodes):
         t = int(rng.integers(5, 9))
         base = rng.uniform(0, 255, size=(1, image_size, image_size, 3))
-        images = np.clip(base + rng.normal(0, 20, size=(t, image_size, image_size, 3)), 0, 255).astype(np.uint8)
+        images = np.clip(base + rng.normal(0, 20, size=(t, image_size, image_size, 3)), 0, 255).astype(
+            np.uint8
+        )
         state = rng.normal(size=(t, 8)).astype(np.float32)
-        action = np.concatenate([np.tanh(state[:, :6] + 0.1 * rng.normal(size=(t, 6))), rng.uniform(-1, 1, (t, 1))], 1)
+        action = np.concatenate(
+            [np.tanh(state[:, :6] + 0.1 * rng.normal(size=(t, 6))), rng.uniform(-1, 1, (t, 1))], 1
+        )
         yield {
             "steps": {
                 "observation": {"image": images, "wrist_image": images[:, ::-1].copy(), "state": state},

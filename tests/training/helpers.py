@@ -26,10 +26,23 @@ def cli_args(cfg: FinetuneConfig) -> list[str]:
     return args
 
 
-def torchrun(cfg: FinetuneConfig, module: str = "craft_vla.cli.finetune", nproc: int = 2, timeout: int = 300) -> None:
-    """`torchrun --nproc-per-node nproc -m module <cfg as flags>` on gloo, one thread per process; asserts success."""
+def torchrun(
+    cfg: FinetuneConfig, module: str = "craft_vla.cli.finetune", nproc: int = 2, timeout: int = 300
+) -> None:
+    """`torchrun --nproc-per-node nproc -m module <cfg as flags>` on gloo, one thread per
+    process; asserts success."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), "--master-port", str(free_port()),
-           "-m", module, *cli_args(cfg)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        str(nproc),
+        "--master-port",
+        str(free_port()),
+        "-m",
+        module,
+        *cli_args(cfg),
+    ]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

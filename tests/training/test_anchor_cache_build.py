@@ -32,9 +32,18 @@ RAW, AQ = 2, 4
 
 def cache_config(data_root: Path, tmp: Path, **overrides) -> FinetuneConfig:
     base = FinetuneConfig(
-        model="tiny", data_root_dir=data_root, dataset_name="toy_tabletop", run_root_dir=tmp / "runs", use_lora=False,
-        image_aug=False, use_craft=True, craft_raw_layer=RAW, craft_aq_layer=AQ, batch_size=4,
-        craft_cache_shard_size=8, craft_cache_path=str(tmp / "cache"),
+        model="tiny",
+        data_root_dir=data_root,
+        dataset_name="toy_tabletop",
+        run_root_dir=tmp / "runs",
+        use_lora=False,
+        image_aug=False,
+        use_craft=True,
+        craft_raw_layer=RAW,
+        craft_aq_layer=AQ,
+        batch_size=4,
+        craft_cache_shard_size=8,
+        craft_cache_path=str(tmp / "cache"),
     )
     return dataclasses.replace(base, **overrides)
 
@@ -77,7 +86,9 @@ def test_cached_features_equal_a_direct_frozen_forward(built):
             features = policy(batch, anchor_spec=AnchorSpec(RAW, AQ))
             # by hand from the full (untruncated) forward: masked means of layer m at C_R, layer M at C_AQ
             hidden = policy.vla.hidden_states(batch)
-            raw_mask, aq_mask = policy.bridge_positions(batch["attention_mask"], policy.vla.num_patches(batch["pixel_values"]))
+            raw_mask, aq_mask = policy.bridge_positions(
+                batch["attention_mask"], policy.vla.num_patches(batch["pixel_values"])
+            )
             by_hand = torch.cat([masked_mean(hidden[RAW], raw_mask), masked_mean(hidden[AQ], aq_mask)], dim=1)
             torch.testing.assert_close(features, by_hand, rtol=1e-5, atol=1e-5)
             cached.append(cache.features(ids))
@@ -100,14 +111,24 @@ def test_two_rank_build_equals_one_rank_build(built, tmp_path):
     assert other.fingerprint == cache.fingerprint
     assert [s["file"] for s in other.meta["shards"]] == [s["file"] for s in cache.meta["shards"]]
     assert other.sample_ids.tolist() == cache.sample_ids.tolist()
-    torch.testing.assert_close(other.features(other.sample_ids), cache.features(cache.sample_ids), rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(
+        other.features(other.sample_ids), cache.features(cache.sample_ids), rtol=1e-6, atol=1e-7
+    )
 
 
 def test_kill_minus_nine_then_rerun_resumes_and_equals_uninterrupted(rlds_root_large, tmp_path):
-    cfg = cache_config(rlds_root_large, tmp_path, batch_size=1, craft_cache_shard_size=1, craft_cache_path=str(tmp_path / "killed"))
+    cfg = cache_config(
+        rlds_root_large,
+        tmp_path,
+        batch_size=1,
+        craft_cache_shard_size=1,
+        craft_cache_path=str(tmp_path / "killed"),
+    )
     args, root = cli_args(cfg), Path(cfg.craft_cache_path)
     cmd = [sys.executable, "-m", "craft_vla.cli.build_cache", *args]
-    proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 120
     while proc.poll() is None and time.time() < deadline and not any(root.glob("shard-*.safetensors")):
         time.sleep(0.001)
@@ -197,7 +218,9 @@ def foreign_config(cfg: FinetuneConfig, field: str, tmp_path: Path, other_data: 
     return dataclasses.replace(cfg, **changes[field])
 
 
-@pytest.mark.parametrize("field", ["raw_layer", "aq_layer", "pool", "image_size", "datasets", "weights_sha256"])
+@pytest.mark.parametrize(
+    "field", ["raw_layer", "aq_layer", "pool", "image_size", "datasets", "weights_sha256"]
+)
 def test_each_fingerprint_mismatch_is_refused_naming_the_field(built, rlds_root_large, tmp_path, field):
     cfg, _ = built
     with pytest.raises(CacheError) as err:
@@ -224,8 +247,12 @@ def interrupted_copy(cache: AnchorCache, root: Path) -> Path:
 def test_build_refuses_the_shards_of_another_build(built, tmp_path, change, fields):
     cfg, cache = built
     n, size = len(cache), cfg.craft_cache_shard_size
-    assert math.ceil(min(n, change.get("craft_cache_max_samples", n)) / change.get("craft_cache_shard_size", size)) == math.ceil(n / size)
-    root = interrupted_copy(cache, tmp_path / "cache")  # same shard file names, other contents: must not be reused
+    assert math.ceil(
+        min(n, change.get("craft_cache_max_samples", n)) / change.get("craft_cache_shard_size", size)
+    ) == math.ceil(n / size)
+    root = interrupted_copy(
+        cache, tmp_path / "cache"
+    )  # same shard file names, other contents: must not be reused
     stamps = file_stamps(root)
     with pytest.raises(CacheError) as err:
         build_cache(dataclasses.replace(cfg, craft_cache_path=str(root), **change))

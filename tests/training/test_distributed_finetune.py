@@ -1,4 +1,5 @@
-"""`craft-vla finetune` under torchrun (2 gloo processes, DDP and FSDP2) vs one process on the same global batch.
+"""`craft-vla finetune` under torchrun (2 gloo processes, DDP and FSDP2) vs one process
+on the same global batch.
 
 The exactness runs use SGD with momentum and no head-input noise: Adam turns the rounding-size
 noise of analytically zero gradients (an attention key bias, for one) into full ±lr steps, and the
@@ -30,10 +31,26 @@ STEPS = 5
 def base(rlds_root, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dist")
     cfg = FinetuneConfig(
-        model="tiny", data_root_dir=rlds_root, dataset_name="toy_tabletop", run_root_dir=tmp / "runs", batch_size=2,
-        grad_accumulation_steps=2, max_steps=STEPS, save_freq=100, use_lora=False, image_aug=False,
-        head_input_noise_std=0.0, optimizer="sgd", learning_rate=1e-4, use_craft=True, craft_cache_path=str(tmp / "cache"),
-        craft_raw_layer=2, craft_aq_layer=4, craft_epsilon=0.002, craft_dual_lr=1.0, craft_anchor_batch_size=2,
+        model="tiny",
+        data_root_dir=rlds_root,
+        dataset_name="toy_tabletop",
+        run_root_dir=tmp / "runs",
+        batch_size=2,
+        grad_accumulation_steps=2,
+        max_steps=STEPS,
+        save_freq=100,
+        use_lora=False,
+        image_aug=False,
+        head_input_noise_std=0.0,
+        optimizer="sgd",
+        learning_rate=1e-4,
+        use_craft=True,
+        craft_cache_path=str(tmp / "cache"),
+        craft_raw_layer=2,
+        craft_aq_layer=4,
+        craft_epsilon=0.002,
+        craft_dual_lr=1.0,
+        craft_anchor_batch_size=2,
     )
     build_cache(cfg)
     reference = dataclasses.replace(cfg, batch_size=4, craft_anchor_batch_size=4, run_id_override="single")
@@ -41,7 +58,9 @@ def base(rlds_root, tmp_path_factory):
 
 
 def lambdas(run_dir):
-    return [json.loads(line)["craft/lambda_next"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [
+        json.loads(line)["craft/lambda_next"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+    ]
 
 
 @pytest.mark.parametrize("mode", ["ddp", "fsdp"])
@@ -61,12 +80,24 @@ def test_two_processes_match_one(base, mode):
 
 
 def test_kill_minus_nine_then_resume_equals_uninterrupted(rlds_root, tmp_path):
-    cfg = FinetuneConfig(model="tiny", data_root_dir=rlds_root, dataset_name="toy_tabletop", run_root_dir=tmp_path,
-                         batch_size=2, max_steps=40, save_freq=4, use_lora=False, run_id_override="killed", learning_rate=1e-3)
+    cfg = FinetuneConfig(
+        model="tiny",
+        data_root_dir=rlds_root,
+        dataset_name="toy_tabletop",
+        run_root_dir=tmp_path,
+        batch_size=2,
+        max_steps=40,
+        save_freq=4,
+        use_lora=False,
+        run_id_override="killed",
+        learning_rate=1e-3,
+    )
     config_path = tmp_path / "cfg.yaml"
     config_path.write_text(draccus.dump(cfg))
     cmd = [sys.executable, "-m", "craft_vla.cli.finetune", "--config_path", str(config_path)]
-    proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     run_dir = tmp_path / "killed"
     deadline = time.time() + 120
     while not (run_dir / "step-000008").exists() and proc.poll() is None and time.time() < deadline:

@@ -20,8 +20,17 @@ from craft_vla.training.step import warmup_then_decay
 
 def config(rlds_root, tmp_path, **overrides) -> FinetuneConfig:
     base = FinetuneConfig(
-        model="tiny", data_root_dir=rlds_root, dataset_name="toy_tabletop", run_root_dir=tmp_path / "runs", batch_size=4,
-        max_steps=4, save_freq=100, use_lora=False, image_aug=True, lr_warmup_steps=2, num_steps_before_decay=3,
+        model="tiny",
+        data_root_dir=rlds_root,
+        dataset_name="toy_tabletop",
+        run_root_dir=tmp_path / "runs",
+        batch_size=4,
+        max_steps=4,
+        save_freq=100,
+        use_lora=False,
+        image_aug=True,
+        lr_warmup_steps=2,
+        num_steps_before_decay=3,
         learning_rate=1e-3,
     )
     return dataclasses.replace(base, **overrides)
@@ -41,9 +50,13 @@ def test_craft_off_equals_plain_sft_bit_for_bit(rlds_root, tmp_path):
     probe = VLADataset(readers, tokenizer, setup.sample_config(cfg, setup.get_config("tiny"), False))
     stats = probe.statistics["toy_tabletop"]
     policy, _ = setup.build_model(cfg, stats.action.dim, stats.proprio.dim, tokenizer.vocab_size)
-    dataset = VLADataset(readers, tokenizer, setup.sample_config(cfg, policy.config, True), statistics=probe.statistics)
+    dataset = VLADataset(
+        readers, tokenizer, setup.sample_config(cfg, policy.config, True), statistics=probe.statistics
+    )
     sampler = EpochSampler(dataset.sample_ids, seed=cfg.seed)
-    loader = setup.batch_loader(dataset, sampler, cfg.batch_size, VLACollator(tokenizer.pad_token_id), 0, cfg.seed)
+    loader = setup.batch_loader(
+        dataset, sampler, cfg.batch_size, VLACollator(tokenizer.pad_token_id), 0, cfg.seed
+    )
     optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.learning_rate, weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_then_decay(2, 3))
     batches = iter(loader)
@@ -62,7 +75,12 @@ def test_head_learning_rate_is_a_group_of_its_own(rlds_root, tmp_path):
     run = build_run(config(rlds_root, tmp_path, head_learning_rate=3e-3))
     vlm_group, head_group = run.state.optimizer.param_groups
     policy = run.state.model
-    head = {id(p) for m in (policy.action_head, policy.proprio_projector) for p in m.parameters() if p.requires_grad}
+    head = {
+        id(p)
+        for m in (policy.action_head, policy.proprio_projector)
+        for p in m.parameters()
+        if p.requires_grad
+    }
     assert {id(p) for p in head_group["params"]} == head
     assert len(vlm_group["params"]) + len(head_group["params"]) == len(run.state.trainable)
     assert head_group["lr"] / vlm_group["lr"] == pytest.approx(3.0)  # both scaled by the same schedule
@@ -71,7 +89,10 @@ def test_head_learning_rate_is_a_group_of_its_own(rlds_root, tmp_path):
 def test_head_learning_rate_equal_to_learning_rate_changes_nothing(rlds_root, tmp_path):
     cfg = config(rlds_root, tmp_path)
     plain = final_weights(finetune(cfg), cfg.max_steps)
-    split = final_weights(finetune(dataclasses.replace(cfg, head_learning_rate=cfg.learning_rate, run_id_override="split")), cfg.max_steps)
+    split = final_weights(
+        finetune(dataclasses.replace(cfg, head_learning_rate=cfg.learning_rate, run_id_override="split")),
+        cfg.max_steps,
+    )
     assert plain.keys() == split.keys()
     for name in plain:
         assert torch.equal(plain[name], split[name]), name
@@ -92,8 +113,18 @@ def test_resume_continues_exactly(rlds_root, tmp_path):
 
 @pytest.fixture
 def craft_cfg(rlds_root, tmp_path):
-    cfg = config(rlds_root, tmp_path, use_craft=True, image_aug=False, craft_cache_path=str(tmp_path / "cache"),
-                 craft_raw_layer=2, craft_aq_layer=4, craft_epsilon=0.05, craft_dual_lr=1.0, max_steps=5)
+    cfg = config(
+        rlds_root,
+        tmp_path,
+        use_craft=True,
+        image_aug=False,
+        craft_cache_path=str(tmp_path / "cache"),
+        craft_raw_layer=2,
+        craft_aq_layer=4,
+        craft_epsilon=0.05,
+        craft_dual_lr=1.0,
+        max_steps=5,
+    )
     build_cache(cfg)
     return cfg
 
@@ -101,9 +132,23 @@ def craft_cfg(rlds_root, tmp_path):
 def test_craft_run_logs_every_key_and_starts_at_zero_drift(craft_cfg):
     run_dir = finetune(craft_cfg)
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    keys = {"loss", "curr_action_l1_loss", "next_actions_l1_loss", "lr", "grad_norm", "craft/lambda", "craft/L_ret",
-            "craft/L_act", "craft/cos", "craft/conflict", "craft/proj_coef", "craft/g_act_norm", "craft/g_ret_norm",
-            "craft/epsilon", "craft/L_ret/epsilon"}
+    keys = {
+        "loss",
+        "curr_action_l1_loss",
+        "next_actions_l1_loss",
+        "lr",
+        "grad_norm",
+        "craft/lambda",
+        "craft/L_ret",
+        "craft/L_act",
+        "craft/cos",
+        "craft/conflict",
+        "craft/proj_coef",
+        "craft/g_act_norm",
+        "craft/g_ret_norm",
+        "craft/epsilon",
+        "craft/L_ret/epsilon",
+    }
     assert keys <= set(records[0])
     cache_meta = json.loads(open(f"{craft_cfg.craft_cache_path}/meta.json").read())
     assert records[0]["craft/L_ret"] < 1e-6 * cache_meta["spread"]["mean_norm_sq"]
@@ -113,11 +158,17 @@ def test_craft_run_logs_every_key_and_starts_at_zero_drift(craft_cfg):
 
 
 def test_bf16_craft_run_on_the_cpu_starts_at_zero_drift(craft_cfg):
-    cfg = dataclasses.replace(craft_cfg, precision="bf16", craft_cache_path=craft_cfg.craft_cache_path + "-bf16")
+    cfg = dataclasses.replace(
+        craft_cfg, precision="bf16", craft_cache_path=craft_cfg.craft_cache_path + "-bf16"
+    )
     cache = build_cache(cfg)
     assert cache.meta["fingerprint"]["precision"] == "bf16"
     run = build_run(cfg)  # the cache builder and the trainer place the model alike: attention as matmuls
-    assert {m.config._attn_implementation for m in run.state.model.modules() if hasattr(m, "set_attn_implementation")} == {"eager"}
+    assert {
+        m.config._attn_implementation
+        for m in run.state.model.modules()
+        if hasattr(m, "set_attn_implementation")
+    } == {"eager"}
     records = [json.loads(line) for line in (finetune(cfg) / "metrics.jsonl").read_text().splitlines()]
     assert records[0]["craft/L_ret"] < 1e-6 * cache.spread["mean_norm_sq"]
     assert records[-1]["craft/L_ret"] > 0
@@ -131,8 +182,18 @@ def test_foreign_cache_is_refused_naming_the_field(craft_cfg):
 
 
 def test_online_anchor_source_with_lora(rlds_root, tmp_path):
-    cfg = config(rlds_root, tmp_path, use_craft=True, use_lora=True, lora_rank=4, craft_anchor_source="online",
-                 craft_epsilon_mode="absolute", craft_epsilon=1e-3, image_aug=False, max_steps=3)
+    cfg = config(
+        rlds_root,
+        tmp_path,
+        use_craft=True,
+        use_lora=True,
+        lora_rank=4,
+        craft_anchor_source="online",
+        craft_epsilon_mode="absolute",
+        craft_epsilon=1e-3,
+        image_aug=False,
+        max_steps=3,
+    )
     run_dir = finetune(cfg)
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert records[0]["craft/L_ret"] == 0.0  # B = 0 at init: the LoRA model is the snapshot

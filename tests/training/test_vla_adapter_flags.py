@@ -76,8 +76,11 @@ def test_the_table_classifies_exactly_the_42_flags_of_vla_adapter():
 def test_every_implemented_flag_is_read_by_the_code_outside_the_config():
     """An 'implemented' flag that no code reads would be accepted and ignored: what the table is to stop."""
     code = "\n".join(p.read_text() for p in SOURCE.rglob("*.py") if p.name != "config.py")
-    unread = [flag for flag, use in VLA_ADAPTER_FLAGS.items()
-              if use is IMPLEMENTED and not re.search(rf"\bcfg\.{flag}\b", code)]
+    unread = [
+        flag
+        for flag, use in VLA_ADAPTER_FLAGS.items()
+        if use is IMPLEMENTED and not re.search(rf"\bcfg\.{flag}\b", code)
+    ]
     assert unread == []
 
 
@@ -102,8 +105,10 @@ def value_of_its_type(flag: str, kind: str, default: str, tmp_path: Path):
 
 
 def test_every_flag_of_vla_adapter_parses_with_a_value_of_its_type(tmp_path):
-    values = {flag: value_of_its_type(flag, kind, default, tmp_path)
-              for flag, (kind, default) in vla_adapter_flags().items()}
+    values = {
+        flag: value_of_its_type(flag, kind, default, tmp_path)
+        for flag, (kind, default) in vla_adapter_flags().items()
+    }
     argv = [token for flag, value in values.items() for token in (f"--{flag}", str(value))]
     cfg = parse("finetune", argv)  # validate() included
     for flag, value in values.items():
@@ -133,10 +138,18 @@ def test_a_no_op_flag_refuses_a_value_that_means_something_else(flag):
         (["--model", "tiny", "--craft_anchor_batch_size", "-1"], "--craft_anchor_batch_size must be >= 0"),
         (["--model", "tiny", "--num_images_in_input", "3"], "--num_images_in_input must be 1 .* or 2"),
         (["--model", "tiny", "--lr_warmup_steps", "2.5"], "--lr_warmup_steps must be a whole number"),
-        (["--model", "tiny", "--use_fz", "True"], "--use_fz True with --use_lora True is not supported.*freezes nothing"),
-        (["--model", "tiny", "--freeze_vlm", "True"], "--freeze_vlm True trains no VLM weight.*--use_lora False"),
-        (["--model", "tiny", "--use_lora", "False", "--merge_lora_during_training", "True"],
-         "--merge_lora_during_training True merges LoRA adapters: pass --use_lora True"),
+        (
+            ["--model", "tiny", "--use_fz", "True"],
+            "--use_fz True with --use_lora True is not supported.*freezes nothing",
+        ),
+        (
+            ["--model", "tiny", "--freeze_vlm", "True"],
+            "--freeze_vlm True trains no VLM weight.*--use_lora False",
+        ),
+        (
+            ["--model", "tiny", "--use_lora", "False", "--merge_lora_during_training", "True"],
+            "--merge_lora_during_training True merges LoRA adapters: pass --use_lora True",
+        ),
         (["--model", "tiny", "--resume_step", "4"], "pass --resume True"),
     ],
 )
@@ -204,8 +217,16 @@ def libero_root(tmp_path_factory) -> Path:
 
 def config(root: Path, tmp_path: Path, **overrides) -> FinetuneConfig:
     base = FinetuneConfig(
-        model="tiny", data_root_dir=root, dataset_name=LIBERO, run_root_dir=tmp_path / "runs", batch_size=4,
-        max_steps=4, save_freq=100, use_lora=False, image_aug=True, learning_rate=1e-3,
+        model="tiny",
+        data_root_dir=root,
+        dataset_name=LIBERO,
+        run_root_dir=tmp_path / "runs",
+        batch_size=4,
+        max_steps=4,
+        save_freq=100,
+        use_lora=False,
+        image_aug=True,
+        learning_rate=1e-3,
     )
     return dataclasses.replace(base, **overrides)
 
@@ -257,18 +278,36 @@ def test_a_dataset_without_a_val_split_is_refused_naming_the_split_and_the_fix(t
 
 def test_resum_vla_path_resumes_another_run_exactly(libero_root, tmp_path):
     whole = finetune(config(libero_root, tmp_path, run_id_override="whole", save_freq=2, image_aug=False))
-    resumed = finetune(config(libero_root, tmp_path, run_id_override="resumed", image_aug=False, resume=True,
-                              resum_vla_path=str(whole / "step-000002")))
+    resumed = finetune(
+        config(
+            libero_root,
+            tmp_path,
+            run_id_override="resumed",
+            image_aug=False,
+            resume=True,
+            resum_vla_path=str(whole / "step-000002"),
+        )
+    )
     a = load_file(str(whole / "step-000004" / "training_state" / "trainable.safetensors"))
     b = load_file(str(resumed / "step-000004" / "training_state" / "trainable.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not (resumed / "step-000002").exists()  # started at step 2
     with pytest.raises(ValueError, match="holds step 2, not --resume_step 4"):
-        finetune(config(libero_root, tmp_path, run_id_override="x", image_aug=False, resume=True,
-                        resum_vla_path=str(whole / "step-000002"), resume_step=4))
+        finetune(
+            config(
+                libero_root,
+                tmp_path,
+                run_id_override="x",
+                image_aug=False,
+                resume=True,
+                resum_vla_path=str(whole / "step-000002"),
+                resume_step=4,
+            )
+        )
     with pytest.raises(FileNotFoundError, match="no complete craft-vla checkpoint"):
-        finetune(config(libero_root, tmp_path, run_id_override="y", resume=True,
-                        resum_vla_path=str(tmp_path)))
+        finetune(
+            config(libero_root, tmp_path, run_id_override="y", resume=True, resum_vla_path=str(tmp_path))
+        )
 
 
 class FakeWandb(types.ModuleType):
@@ -281,8 +320,9 @@ class FakeWandb(types.ModuleType):
 
     def init(self, **kwargs):
         self.init_kwargs = kwargs
-        return types.SimpleNamespace(log=lambda metrics, step: self.logged.append((step, dict(metrics))),
-                                     finish=lambda: None)
+        return types.SimpleNamespace(
+            log=lambda metrics, step: self.logged.append((step, dict(metrics))), finish=lambda: None
+        )
 
 
 @pytest.fixture
@@ -307,20 +347,28 @@ def write_tiny_vlm_and_configs(tmp_path: Path) -> tuple[Path, Path]:
     dir with its tokenizer and preprocessor_config.json, laid out as VLA-Adapter's pretrained_models/."""
     torch.manual_seed(0)
     vlm_dir, configs = tmp_path / "prism-tiny", tmp_path / "configs"
-    save_prismatic_vlm(build_policy(get_config("tiny")).vla, vlm_dir, llm_backbone_id="tiny-qwen2",
-                       extra_config={"craft_vla_preset": "tiny"})
+    save_prismatic_vlm(
+        build_policy(get_config("tiny")).vla,
+        vlm_dir,
+        llm_backbone_id="tiny-qwen2",
+        extra_config={"craft_vla_preset": "tiny"},
+    )
     configs.mkdir()
     prompts = [f"What action should the robot take to {i}?" for i in INSTRUCTIONS]
     WordTokenizer.from_texts(prompts).save(configs / "word_tokenizer.json")
     size = get_config("tiny").image_size
-    (configs / "preprocessor_config.json").write_text(json.dumps({
-        "image_processor_type": "PrismaticImageProcessor",
-        "image_resize_strategy": "resize-naive",
-        "input_sizes": [[3, size, size], [3, size, size]],
-        "means": [[0.485, 0.456, 0.406], [0.5, 0.5, 0.5]],
-        "stds": [[0.229, 0.224, 0.225], [0.5, 0.5, 0.5]],
-        "use_fused_vision_backbone": True,
-    }))
+    (configs / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "image_processor_type": "PrismaticImageProcessor",
+                "image_resize_strategy": "resize-naive",
+                "input_sizes": [[3, size, size], [3, size, size]],
+                "means": [[0.485, 0.456, 0.406], [0.5, 0.5, 0.5]],
+                "stds": [[0.229, 0.224, 0.225], [0.5, 0.5, 0.5]],
+                "use_fused_vision_backbone": True,
+            }
+        )
+    )
     return vlm_dir, configs
 
 

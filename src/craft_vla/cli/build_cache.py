@@ -1,6 +1,6 @@
 """`python -m craft_vla.cli.build_cache` (for torchrun): the same as `craft-vla build-cache`.
 
-    torchrun --nproc-per-node N -m craft_vla.cli.build_cache --distributed ddp ...
+torchrun --nproc-per-node N -m craft_vla.cli.build_cache --distributed ddp ...
 """
 
 from __future__ import annotations

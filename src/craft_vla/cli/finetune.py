@@ -1,6 +1,6 @@
 """`python -m craft_vla.cli.finetune` (for torchrun): the same as `craft-vla finetune`.
 
-    torchrun --nproc-per-node N -m craft_vla.cli.finetune --distributed ddp ...
+torchrun --nproc-per-node N -m craft_vla.cli.finetune --distributed ddp ...
 """
 
 from __future__ import annotations

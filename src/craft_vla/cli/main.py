@@ -1,5 +1,5 @@
-"""`craft-vla <command> [--flag value ...]`: every command reads its flags (and `--config_path FILE.yaml`) with
-draccus from one dataclass, and runs one library function. Nothing else lives here.
+"""`craft-vla <command> [--flag value ...]`: every command reads its flags (and `--config_path FILE.yaml`)
+with draccus from one dataclass, and runs one library function. Nothing else lives here.
 
 Conveniences on top of draccus, the same for every command: a command's leading arguments may be given
 without their flag (`craft-vla cache verify PATH`), a bare boolean flag means True (`--quick`), and a
@@ -30,44 +30,61 @@ class Command:
 
 COMMANDS = {
     "demo": Command(
-        "craft_vla.demo.config:DemoConfig", "craft_vla.demo.run:demo_command",
-        "the embedded CPU testbed: representation collapse under SFT vs CRaFT", presets=("quick",),
+        "craft_vla.demo.config:DemoConfig",
+        "craft_vla.demo.run:demo_command",
+        "the embedded CPU testbed: representation collapse under SFT vs CRaFT",
+        presets=("quick",),
     ),
     "finetune": Command(
-        "craft_vla.training.config:FinetuneConfig", "craft_vla.training.finetune:finetune",
+        "craft_vla.training.config:FinetuneConfig",
+        "craft_vla.training.finetune:finetune",
         "fine-tune a VLA-Adapter model (VLA-Adapter's flags), with --use_craft True for CRaFT",
     ),
     "build-cache": Command(
-        "craft_vla.training.config:FinetuneConfig", "craft_vla.training.build_cache:build_cache",
-        "build the offline anchor cache from the frozen snapshot (the fine-tuning flags + --craft_cache_path)",
+        "craft_vla.training.config:FinetuneConfig",
+        "craft_vla.training.build_cache:build_cache",
+        "build the offline anchor cache of the frozen snapshot (the fine-tuning flags + --craft_cache_path)",
     ),
     "cache info": Command(
-        "craft_vla.training.anchor_cache:CacheCommand", "craft_vla.training.anchor_cache:cache_info",
-        "what an anchor cache was built from", positional=("path",),
+        "craft_vla.training.anchor_cache:CacheCommand",
+        "craft_vla.training.anchor_cache:cache_info",
+        "what an anchor cache was built from",
+        positional=("path",),
     ),
     "cache verify": Command(
-        "craft_vla.training.anchor_cache:CacheCommand", "craft_vla.training.anchor_cache:cache_verify",
-        "check every shard of an anchor cache against its checksum", positional=("path",),
+        "craft_vla.training.anchor_cache:CacheCommand",
+        "craft_vla.training.anchor_cache:cache_verify",
+        "check every shard of an anchor cache against its checksum",
+        positional=("path",),
     ),
     "data inspect": Command(
-        "craft_vla.data.inspect:InspectConfig", "craft_vla.data.inspect:inspect_command",
-        "summarise an RLDS dataset and save a grid of sample images", positional=("path",),
+        "craft_vla.data.inspect:InspectConfig",
+        "craft_vla.data.inspect:inspect_command",
+        "summarise an RLDS dataset and save a grid of sample images",
+        positional=("path",),
     ),
     "data generate": Command(
-        "craft_vla.sim.demonstrations:GenerateConfig", "craft_vla.sim.demonstrations:generate",
-        "expert demonstrations of the embedded tabletop suite as an RLDS dataset", positional=("out_dir",),
+        "craft_vla.sim.demonstrations:GenerateConfig",
+        "craft_vla.sim.demonstrations:generate",
+        "expert demonstrations of the embedded tabletop suite as an RLDS dataset",
+        positional=("out_dir",),
     ),
     "eval libero": Command(
-        "craft_vla.eval.command:LiberoCommand", "craft_vla.eval.command:libero_command",
+        "craft_vla.eval.command:LiberoCommand",
+        "craft_vla.eval.command:libero_command",
         "closed-loop success rates on LIBERO and LIBERO-PRO suites",
     ),
     "eval compare": Command(
-        "craft_vla.eval.command:CompareCommand", "craft_vla.eval.command:compare_command",
-        "two evaluation results side by side", positional=("run_a", "run_b"),
+        "craft_vla.eval.command:CompareCommand",
+        "craft_vla.eval.command:compare_command",
+        "two evaluation results side by side",
+        positional=("run_a", "run_b"),
     ),
     "plot": Command(
-        "craft_vla.training.plots:PlotConfig", "craft_vla.training.plots:plot",
-        "plot lambda and L_ret vs epsilon from a run directory", positional=("run_dir",),
+        "craft_vla.training.plots:PlotConfig",
+        "craft_vla.training.plots:plot",
+        "plot lambda and L_ret vs epsilon from a run directory",
+        positional=("run_dir",),
     ),
 }
 
@@ -84,7 +101,11 @@ def load(reference: str) -> Any:
 def usage(prefix: str = "") -> str:
     """The commands (those under `prefix`, e.g. "eval") with one line of help each."""
     names = [name for name in COMMANDS if name.startswith(prefix)]
-    lines = [f"usage: craft-vla {prefix + ' ' if prefix else ''}<command> [--flag value ...]", "", "commands:"]
+    lines = [
+        f"usage: craft-vla {prefix + ' ' if prefix else ''}<command> [--flag value ...]",
+        "",
+        "commands:",
+    ]
     lines += [f"  {name:14s} {COMMANDS[name].help}" for name in names]
     lines += ["", "craft-vla <command> --help lists a command's flags, their defaults and choices."]
     return "\n".join(lines)
@@ -100,7 +121,7 @@ def find_command(argv: Sequence[str]) -> tuple[str, list[str]]:
 
 
 def field_kinds(config_class: type) -> dict[str, str]:
-    """"bool" or "sequence" for the fields whose flags take no value or several."""
+    """ "bool" or "sequence" for the fields whose flags take no value or several."""
     kinds = {}
     for name, hint in typing.get_type_hints(config_class).items():
         if hint is bool:
@@ -129,7 +150,11 @@ def draccus_args(command: Command, config_class: type, args: Sequence[str]) -> t
             continue
         if name in fields and kinds.get(name) == "bool" and not values:
             values = ["true"]
-        if name in fields and kinds.get(name) == "sequence" and (len(values) != 1 or not values[0].startswith("[")):
+        if (
+            name in fields
+            and kinds.get(name) == "sequence"
+            and (len(values) != 1 or not values[0].startswith("["))
+        ):
             values = ["[" + ",".join(values) + "]"]
         out += [token, *values]
     return out, preset

@@ -68,7 +68,8 @@ def write_shard(path: Path, sample_ids: torch.Tensor, features: torch.Tensor) ->
     """
     if sample_ids.ndim != 1 or features.ndim != 2 or len(sample_ids) != len(features):
         raise ValueError(
-            f"shard needs ids (N,) and features (N, F), got {tuple(sample_ids.shape)} and {tuple(features.shape)}"
+            "shard needs ids (N,) and features (N, F), got "
+            f"{tuple(sample_ids.shape)} and {tuple(features.shape)}"
         )
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
@@ -102,7 +103,8 @@ def shard_is_intact(shard: Path) -> bool:
 def build_plan(fingerprint: Mapping[str, Any], sample_ids: Iterable[int], shard_size: int) -> dict[str, Any]:
     """What a build computes: the fingerprint, the ordered sample ids (hashed) and the shard size.
 
-    Shard j holds ids[j·shard_size : (j+1)·shard_size], so two builds may share shards only if all three agree.
+    Shard j holds ids[j·shard_size : (j+1)·shard_size], so two builds may share shards only if all three
+    agree.
     """
     ids = np.asarray(list(sample_ids), dtype=np.int64)
     plan = {
@@ -128,17 +130,21 @@ def start_build(root: Path, plan: Mapping[str, Any], write: bool) -> None:
         differ = compare_fingerprints(found.get("fingerprint", {}), plan["fingerprint"])
         differ += [m for m in compare_fingerprints(found, plan) if m.field != "fingerprint"]
         if differ:
-            lines = "\n".join(f"  {m.field}: directory has {m.cache!r}, this build has {m.run!r}" for m in differ)
+            lines = "\n".join(
+                f"  {m.field}: directory has {m.cache!r}, this build has {m.run!r}" for m in differ
+            )
             raise CacheError(
                 f"{root} holds the shards of another build:\n{lines}\n"
                 "Build into a new --craft_cache_path, or delete this directory to rebuild it."
             )
         return
-    leftovers = sorted(p.name for p in root.glob("shard-*.safetensors")) + ([META] if (root / META).exists() else [])
+    leftovers = sorted(p.name for p in root.glob("shard-*.safetensors")) + (
+        [META] if (root / META).exists() else []
+    )
     if leftovers:
         raise CacheError(
-            f"{root} holds {leftovers[:3]}... but no {BUILD}: they may come from another build and cannot be resumed. "
-            "Build into a new --craft_cache_path, or delete this directory."
+            f"{root} holds {leftovers[:3]}... but no {BUILD}: they may come from another build and cannot be "
+            "resumed. Build into a new --craft_cache_path, or delete this directory."
         )
     if write:
         _atomic_write_bytes(path, json.dumps(dict(plan), indent=2, sort_keys=True).encode())
@@ -159,8 +165,12 @@ def _memmap_safetensors(path: Path) -> dict[str, np.ndarray]:
             raise CacheError(f"{path}: truncated (tensor {name!r} ends past the end of the file); {REBUILD}")
         dtype = _NUMPY_DTYPES.get(info["dtype"])
         if dtype is None:
-            raise CacheError(f"{path}: tensor {name!r} has dtype {info['dtype']}; the cache stores F32, F16 or I64")
-        arrays[name] = np.memmap(path, dtype=dtype, mode="r", offset=8 + header_len + start, shape=tuple(info["shape"]))
+            raise CacheError(
+                f"{path}: tensor {name!r} has dtype {info['dtype']}; the cache stores F32, F16 or I64"
+            )
+        arrays[name] = np.memmap(
+            path, dtype=dtype, mode="r", offset=8 + header_len + start, shape=tuple(info["shape"])
+        )
     return arrays
 
 
@@ -185,11 +195,19 @@ def resolve_epsilon(epsilon: float, mode: str, spread: Mapping[str, float], part
         raise ValueError(f"epsilon mode must be relative or absolute, got {mode!r}")
     part = "all" if parts == "both" else parts
     if part not in spread:
-        raise CacheError(f"the cache records no feature spread for part {part!r} (it has {sorted(spread)}); rebuild it")
+        raise CacheError(
+            f"the cache records no feature spread for part {part!r} (it has {sorted(spread)}); rebuild it"
+        )
     return epsilon * spread[part]
 
 
-def finalize_cache(root: Path, fingerprint: Mapping[str, Any], num_shards: int, part_dims: Mapping[str, int], extra: Mapping[str, Any] | None = None) -> dict:
+def finalize_cache(
+    root: Path,
+    fingerprint: Mapping[str, Any],
+    num_shards: int,
+    part_dims: Mapping[str, int],
+    extra: Mapping[str, Any] | None = None,
+) -> dict:
     """Check that every shard is there, compute S, write meta.json last (atomically)."""
     root = Path(root)
     names = [shard_name(i, num_shards) for i in range(num_shards)]
@@ -212,7 +230,10 @@ def finalize_cache(root: Path, fingerprint: Mapping[str, Any], num_shards: int, 
         "feature_dtype": str(features.dtype),
         "part_dims": dict(part_dims),
         "spread": feature_spread(features, part_dims),
-        "shards": [{"file": n, "num_samples": int(len(a["sample_ids"])), "sha256": file_sha256(root / n)} for n, a in zip(names, arrays)],
+        "shards": [
+            {"file": n, "num_samples": int(len(a["sample_ids"])), "sha256": file_sha256(root / n)}
+            for n, a in zip(names, arrays)
+        ],
         **dict(extra or {}),
     }
     _atomic_write_bytes(root / META, json.dumps(meta, indent=2, sort_keys=True).encode())
@@ -228,7 +249,11 @@ class FingerprintMismatch:
 
 def compare_fingerprints(cache: Mapping[str, Any], run: Mapping[str, Any]) -> list[FingerprintMismatch]:
     """Every field whose value differs between the cache's fingerprint and the run's."""
-    return [FingerprintMismatch(k, cache.get(k), run.get(k)) for k in sorted(set(cache) | set(run)) if cache.get(k) != run.get(k)]
+    return [
+        FingerprintMismatch(k, cache.get(k), run.get(k))
+        for k in sorted(set(cache) | set(run))
+        if cache.get(k) != run.get(k)
+    ]
 
 
 class AnchorCache:
@@ -238,10 +263,16 @@ class AnchorCache:
         self.root = Path(root)
         meta_path = self.root / META
         if not meta_path.exists():
-            raise CacheError(f"{self.root}: no {META}; the build did not finish (rerun it to resume) or this is not a cache")
+            raise CacheError(
+                f"{self.root}: no {META}; the build did not finish (rerun it to "
+                "resume) or this is not a cache"
+            )
         self.meta = json.loads(meta_path.read_text())
         if self.meta.get("format_version") != FORMAT_VERSION:
-            raise CacheError(f"{self.root}: cache format {self.meta.get('format_version')}, this craft-vla reads {FORMAT_VERSION}; rebuild it")
+            raise CacheError(
+                f"{self.root}: cache format {self.meta.get('format_version')}, this craft-vla "
+                f"reads {FORMAT_VERSION}; rebuild it"
+            )
         if verify_checksums:
             self.verify()
         arrays = []
@@ -251,7 +282,10 @@ class AnchorCache:
                 raise CacheError(f"{path}: shard missing; {REBUILD}")
             a = _memmap_safetensors(path)
             if len(a["sample_ids"]) != shard["num_samples"]:
-                raise CacheError(f"{path}: {len(a['sample_ids'])} samples, meta.json says {shard['num_samples']}; {REBUILD}")
+                raise CacheError(
+                    f"{path}: {len(a['sample_ids'])} samples, meta.json says "
+                    f"{shard['num_samples']}; {REBUILD}"
+                )
             arrays.append(a)
         self._features = [a["features"] for a in arrays]
         ids = np.concatenate([a["sample_ids"] for a in arrays])
@@ -286,8 +320,13 @@ class AnchorCache:
         ignored = set(ignore)
         mismatches = [m for m in compare_fingerprints(self.fingerprint, run) if m.field not in ignored]
         if mismatches:
-            lines = "\n".join(f"  {m.field}: cache has {m.cache!r}, this run has {m.run!r}" for m in mismatches)
-            raise CacheError(f"anchor cache {self.root} does not match this run:\n{lines}\nRebuild it with `craft-vla build-cache` for this run's settings.")
+            lines = "\n".join(
+                f"  {m.field}: cache has {m.cache!r}, this run has {m.run!r}" for m in mismatches
+            )
+            raise CacheError(
+                f"anchor cache {self.root} does not match this run:\n{lines}\n"
+                "Rebuild it with `craft-vla build-cache` for this run's settings."
+            )
 
     def features(self, sample_ids: Iterable[int] | torch.Tensor) -> torch.Tensor:
         """f~ (N, F) float32 for these sample ids (every id must be in the cache)."""
@@ -296,6 +335,9 @@ class AnchorCache:
         pos = np.minimum(pos, len(self.sample_ids) - 1)
         missing = ids[self.sample_ids[pos] != ids]
         if len(missing):
-            raise CacheError(f"{self.root}: sample ids not in the cache: {missing[:5].tolist()}... (built for another dataset?)")
+            raise CacheError(
+                f"{self.root}: sample ids not in the cache: "
+                f"{missing[:5].tolist()}... (built for another dataset?)"
+            )
         rows = [self._features[s][r] for s, r in zip(self._shard[pos], self._row[pos])]
         return torch.from_numpy(np.stack(rows).astype(np.float32))

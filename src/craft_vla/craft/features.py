@@ -36,7 +36,9 @@ class AnchorSpec:
     @property
     def layers(self) -> tuple[int, ...]:
         """The hidden-state indices this spec reads."""
-        return {"both": (self.raw_layer, self.aq_layer), "raw": (self.raw_layer,), "aq": (self.aq_layer,)}[self.parts]
+        return {"both": (self.raw_layer, self.aq_layer), "raw": (self.raw_layer,), "aq": (self.aq_layer,)}[
+            self.parts
+        ]
 
     @property
     def last_layer(self) -> int:
@@ -82,8 +84,13 @@ def anchor_features(
     spec = AnchorSpec(raw_layer, aq_layer, pool, parts)
     available = len(hidden_states) if not isinstance(hidden_states, Mapping) else None
     for layer in spec.layers:
-        if (available is not None and layer >= available) or (available is None and layer not in hidden_states):
-            raise IndexError(f"anchor layer {layer} is not among the hidden states given ({available or list(hidden_states)})")
+        if (available is not None and layer >= available) or (
+            available is None and layer not in hidden_states
+        ):
+            raise IndexError(
+                f"anchor layer {layer} is not among the hidden states given "
+                f"({available or list(hidden_states)})"
+            )
     pooled = []
     if parts in ("both", "raw"):
         pooled.append(pool_tokens(hidden_states[raw_layer], raw_positions, pool))

@@ -72,14 +72,18 @@ def conflict_coefficient(dot: Tensor, ret_sq: Tensor, delta: float = 1e-12) -> T
     return torch.where(dot < 0, dot / (ret_sq + delta), torch.zeros_like(dot))
 
 
-def project_conflicting(g_act: Sequence[Tensor], g_ret: Sequence[Tensor], delta: float = 1e-12) -> list[Tensor]:
+def project_conflicting(
+    g_act: Sequence[Tensor], g_ret: Sequence[Tensor], delta: float = 1e-12
+) -> list[Tensor]:
     """g~_act = g_act − c·g_ret with the global coefficient c; the inputs are left untouched."""
     dot, ret_sq, _ = gradient_inner_products(g_act, g_ret)
     coef = conflict_coefficient(dot, ret_sq, delta)
     return [a - (coef * r.float()).to(a.dtype) for a, r in zip(g_act, g_ret)]
 
 
-def combine_in_place(grads: Sequence[Tensor | None], g_act: Sequence[Tensor | None], ret_scale: float) -> None:
+def combine_in_place(
+    grads: Sequence[Tensor | None], g_act: Sequence[Tensor | None], ret_scale: float
+) -> None:
     """grad ← g_act + ret_scale·grad, in place (`grads` hold g_ret; `ret_scale` = λ − c).
 
     One pass over memory per tensor (`torch.add(..., out=grad)`); the gradient tensors are modified,

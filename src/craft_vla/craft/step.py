@@ -131,7 +131,9 @@ class CraftStep:
         g_ret = [p.grad for p in self.params]
         dot, ret_sq, act_sq = gradient_inner_products(g_act, g_ret)
         coef = conflict_coefficient(dot, ret_sq, self.delta) if self.project else torch.zeros_like(dot)
-        losses = torch.stack([torch.as_tensor(x, dtype=torch.float32, device=dot.device) for x in (l_ret, l_act)])
+        losses = torch.stack(
+            [torch.as_tensor(x, dtype=torch.float32, device=dot.device) for x in (l_ret, l_act)]
+        )
         losses = mean_over_ranks(losses, self.group)
         cos = dot / (act_sq.sqrt() * ret_sq.sqrt()).clamp_min(1e-30)
         # the step's single host sync
@@ -176,7 +178,11 @@ class CraftStep:
         return self.num_conflicts / max(self.num_steps, 1)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"dual": self.dual.state_dict(), "num_steps": self.num_steps, "num_conflicts": self.num_conflicts}
+        return {
+            "dual": self.dual.state_dict(),
+            "num_steps": self.num_steps,
+            "num_conflicts": self.num_conflicts,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.dual.load_state_dict(state["dual"])

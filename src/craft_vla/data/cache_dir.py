@@ -1,4 +1,5 @@
-"""Where craft-vla caches what it can rebuild (RLDS indexes, dataset statistics, the demo's data and snapshot).
+"""Where craft-vla caches what it can rebuild (RLDS indexes, dataset statistics, the
+demo's data and snapshot).
 
 One root for everything, read when asked (not at import), so a test or a user can point it elsewhere with
 `CRAFT_VLA_CACHE` at any time.
@@ -15,7 +16,8 @@ CACHE_ENV = "CRAFT_VLA_CACHE"
 
 
 def cache_dir(*parts: str) -> Path:
-    """`$CRAFT_VLA_CACHE/parts...`, else `$XDG_CACHE_HOME/craft_vla/parts...`, else `~/.cache/craft_vla/parts...`."""
+    """`$CRAFT_VLA_CACHE/parts...`, else `$XDG_CACHE_HOME/craft_vla/parts...`,
+    else `~/.cache/craft_vla/parts...`."""
     root = os.environ.get(CACHE_ENV)
     if not root:
         root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "craft_vla"

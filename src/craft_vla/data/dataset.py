@@ -98,8 +98,10 @@ class VLADataset(Dataset):
         self.statistics = {n: statistics_for(statistics, n, statistics_source) for n in names}
         for reader, kind in zip(self.readers, self.kinds):
             self._check_compatible(reader, kind, statistics_source)
-        dims = {n: (s.action.dim, s.proprio.dim if s.proprio is not None and self.config.use_proprio else None)
-                for n, s in self.statistics.items()}
+        dims = {
+            n: (s.action.dim, s.proprio.dim if s.proprio is not None and self.config.use_proprio else None)
+            for n, s in self.statistics.items()
+        }
         if len(set(dims.values())) > 1:
             raise ValueError(f"datasets in one mixture must share action and proprio dims; found {dims}")
         self._prompt_cache: dict[str, torch.Tensor] = {}
@@ -119,26 +121,35 @@ class VLADataset(Dataset):
     def _check_compatible(self, reader: RLDSReader, kind: DatasetKind, source: str) -> None:
         for view in self.config.image_views:
             if view not in kind.image_features:
-                raise ValueError(f"dataset kind {kind.name!r} has no camera {view!r}; it has {sorted(kind.image_features)}")
+                raise ValueError(
+                    f"dataset kind {kind.name!r} has no camera {view!r}; it has {sorted(kind.image_features)}"
+                )
             feature = f"steps/{kind.image_features[view]}"
             if feature not in reader.features or reader.features[feature].kind != "image":
                 images = [k for k, s in reader.features.items() if s.kind == "image"]
-                raise ValueError(f"{reader.data_dir}: camera {view!r} expects image feature {feature!r}; found {images}")
+                raise ValueError(
+                    f"{reader.data_dir}: camera {view!r} expects image feature {feature!r}; found {images}"
+                )
         action_spec = reader.features.get("steps/action")
         if action_spec is None:
             raise ValueError(f"{reader.data_dir}: no 'steps/action' feature in features.json")
         stats = self.statistics[reader.name]
         probe = {"action": np.zeros((1, *action_spec.shape), dtype=np.float32)}
         action_dim = kind.action_fn(probe).shape[-1]
-        for what, expected in (("the statistics", stats.action.dim), ("config.action_dim", self.config.action_dim)):
+        for what, expected in (
+            ("the statistics", stats.action.dim),
+            ("config.action_dim", self.config.action_dim),
+        ):
             if expected is not None and expected != action_dim:
                 raise StatisticsError(
-                    f"{reader.data_dir}: action dimension {action_dim} (features.json {action_spec.shape} after the "
-                    f"{kind.name!r} transform) does not match {what} ({expected}; {source}); use statistics and a "
-                    "model configured for this dataset"
+                    f"{reader.data_dir}: action dimension {action_dim} (features.json {action_spec.shape} "
+                    f"after the {kind.name!r} transform) does not match {what} ({expected}; {source}); use "
+                    "statistics and a model configured for this dataset"
                 )
         if self.config.use_proprio and stats.proprio is None:
-            raise StatisticsError(f"{source}: dataset {reader.name!r} has no 'proprio' statistics but use_proprio is on")
+            raise StatisticsError(
+                f"{source}: dataset {reader.name!r} has no 'proprio' statistics but use_proprio is on"
+            )
 
     def __len__(self) -> int:
         return len(self.sample_ids)
@@ -146,20 +157,27 @@ class VLADataset(Dataset):
     def _prompt_ids(self, instruction: str) -> torch.Tensor:
         """Token ids of the prompt for `instruction`, memoised (a dataset has few distinct instructions)."""
         if instruction not in self._prompt_cache:
-            ids = prompt_token_ids(instruction, self.tokenizer, self.config.num_action_queries, self.config.system_prompt)
+            ids = prompt_token_ids(
+                instruction, self.tokenizer, self.config.num_action_queries, self.config.system_prompt
+            )
             self._prompt_cache[instruction] = torch.tensor(ids, dtype=torch.int64)
         return self._prompt_cache[instruction]
 
     def _episode_targets(self, dataset: int, episode: int) -> EpisodeTargets:
-        """The normalised actions, proprio and instructions of one episode; the last episode asked for is kept,
-        as consecutive sample ids (a cache build, an evaluation pass) mostly share it."""
+        """The normalised actions, proprio and instructions of one episode; the last episode asked for is
+        kept, as consecutive sample ids (a cache build, an evaluation pass) mostly share it."""
         if self._last_episode is not None and self._last_episode[0] == (dataset, episode):
             return self._last_episode[1]
         reader, kind = self.readers[dataset], self.kinds[dataset]
         stats, fields = self.statistics[reader.name], reader.step_fields(episode)
-        proprio = normalize_bounds_q99(kind.proprio_fn(fields), stats.proprio) if self.config.use_proprio else None
-        targets = EpisodeTargets(normalize_bounds_q99(kind.action_fn(fields), stats.action), proprio,
-                                 fields[kind.instruction_feature])
+        proprio = (
+            normalize_bounds_q99(kind.proprio_fn(fields), stats.proprio) if self.config.use_proprio else None
+        )
+        targets = EpisodeTargets(
+            normalize_bounds_q99(kind.action_fn(fields), stats.action),
+            proprio,
+            fields[kind.instruction_feature],
+        )
         self._last_episode = ((dataset, episode), targets)
         return targets
 
@@ -167,19 +185,31 @@ class VLADataset(Dataset):
         sample_id, epoch = (int(key[0]), int(key[1])) if isinstance(key, (tuple, list)) else (int(key), 0)
         dataset, episode, step = unpack_sample_id(sample_id)
         if dataset >= len(self.readers):
-            raise IndexError(f"sample id {sample_id}: dataset index {dataset} but the mixture has {len(self.readers)}")
+            raise IndexError(
+                f"sample id {sample_id}: dataset index {dataset} but the mixture has {len(self.readers)}"
+            )
         reader, kind = self.readers[dataset], self.kinds[dataset]
         targets = self._episode_targets(dataset, episode)
         if not 0 <= step < len(targets.actions):
-            raise IndexError(f"sample id {sample_id}: step {step} out of range for episode {episode} of {reader.name}")
-        augment = sample_augment_params(self.config.seed, sample_id, epoch, self.config.augment_config) \
-            if self.config.augment else None
+            raise IndexError(
+                f"sample id {sample_id}: step {step} out of range for episode {episode} of {reader.name}"
+            )
+        augment = (
+            sample_augment_params(self.config.seed, sample_id, epoch, self.config.augment_config)
+            if self.config.augment
+            else None
+        )
         images = [reader.step_image(episode, step, kind.image_features[v]) for v in self.config.image_views]
         instruction = targets.instructions[step]
         sample = {
-            "pixel_values": build_pixel_values(images, self.config.image_size, self.normalization, augment,
-                                               None if augment else self.config.center_crop_area,
-                                               self.config.resize_method),
+            "pixel_values": build_pixel_values(
+                images,
+                self.config.image_size,
+                self.normalization,
+                augment,
+                None if augment else self.config.center_crop_area,
+                self.config.resize_method,
+            ),
             "input_ids": self._prompt_ids(instruction),
             "actions": torch.from_numpy(action_chunk(targets.actions, step, self.config.chunk_len)),
             "sample_id": torch.tensor(sample_id, dtype=torch.int64),
@@ -187,5 +217,7 @@ class VLADataset(Dataset):
             "dataset_name": reader.name,
         }
         if targets.proprio is not None:
-            sample["proprio"] = torch.from_numpy(targets.proprio[step].copy())  # a copy: samples never alias the cache
+            sample["proprio"] = torch.from_numpy(
+                targets.proprio[step].copy()
+            )  # a copy: samples never alias the cache
         return sample

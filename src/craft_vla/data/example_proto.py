@@ -23,7 +23,9 @@ FeatureValue = np.ndarray | list[bytes]
 _FIELD = descriptor_pb2.FieldDescriptorProto
 
 
-def _add_field(message, name: str, number: int, field_type: int, label: int = _FIELD.LABEL_OPTIONAL, **kw) -> Any:
+def _add_field(
+    message, name: str, number: int, field_type: int, label: int = _FIELD.LABEL_OPTIONAL, **kw
+) -> Any:
     field = message.field.add(name=name, number=number, type=field_type, label=label, **kw)
     return field
 
@@ -31,10 +33,15 @@ def _add_field(message, name: str, number: int, field_type: int, label: int = _F
 @functools.lru_cache(maxsize=1)
 def example_class() -> type:
     """The `tensorflow.Example` message class, built once per process."""
-    file = descriptor_pb2.FileDescriptorProto(name="craft_vla/tf_example.proto", package="tensorflow", syntax="proto3")
+    file = descriptor_pb2.FileDescriptorProto(
+        name="craft_vla/tf_example.proto", package="tensorflow", syntax="proto3"
+    )
     repeated = _FIELD.LABEL_REPEATED
-    for name, field_type in (("BytesList", _FIELD.TYPE_BYTES), ("FloatList", _FIELD.TYPE_FLOAT),
-                             ("Int64List", _FIELD.TYPE_INT64)):
+    for name, field_type in (
+        ("BytesList", _FIELD.TYPE_BYTES),
+        ("FloatList", _FIELD.TYPE_FLOAT),
+        ("Int64List", _FIELD.TYPE_INT64),
+    ):
         message = file.message_type.add(name=name)
         _add_field(message, "value", 1, field_type, repeated)
         if field_type != _FIELD.TYPE_BYTES:
@@ -45,14 +52,18 @@ def example_class() -> type:
     for number, (name, type_name) in enumerate(
         (("bytes_list", "BytesList"), ("float_list", "FloatList"), ("int64_list", "Int64List")), start=1
     ):
-        _add_field(feature, name, number, _FIELD.TYPE_MESSAGE, type_name=f".tensorflow.{type_name}", oneof_index=0)
+        _add_field(
+            feature, name, number, _FIELD.TYPE_MESSAGE, type_name=f".tensorflow.{type_name}", oneof_index=0
+        )
 
     features = file.message_type.add(name="Features")
     entry = features.nested_type.add(name="FeatureEntry")
     entry.options.map_entry = True
     _add_field(entry, "key", 1, _FIELD.TYPE_STRING)
     _add_field(entry, "value", 2, _FIELD.TYPE_MESSAGE, type_name=".tensorflow.Feature")
-    _add_field(features, "feature", 1, _FIELD.TYPE_MESSAGE, repeated, type_name=".tensorflow.Features.FeatureEntry")
+    _add_field(
+        features, "feature", 1, _FIELD.TYPE_MESSAGE, repeated, type_name=".tensorflow.Features.FeatureEntry"
+    )
 
     example = file.message_type.add(name="Example")
     _add_field(example, "features", 1, _FIELD.TYPE_MESSAGE, type_name=".tensorflow.Features")
@@ -98,6 +109,7 @@ def encode_example(features: Mapping[str, np.ndarray | Sequence[bytes]]) -> byte
             feature_map[key].float_list.value.extend(array.astype(np.float32).ravel().tolist())
         else:
             raise TypeError(
-                f"feature {key!r}: expected bytes, bool, integer or floating values, found dtype {array.dtype}"
+                f"feature {key!r}: expected bytes, bool, integer or floating "
+                f"values, found dtype {array.dtype}"
             )
     return example.SerializeToString(deterministic=True)

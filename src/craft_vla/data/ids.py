@@ -73,7 +73,9 @@ def _check_range(name: str, value: Any, limit: int) -> None:
     else:
         return
     if low < 0 or high >= limit:
-        raise ValueError(f"{name} must be in [0, {limit}) to fit a sample id; found values in [{low}, {high}]")
+        raise ValueError(
+            f"{name} must be in [0, {limit}) to fit a sample id; found values in [{low}, {high}]"
+        )
 
 
 def sample_ids_for_episodes(dataset: int, episode_lengths: Any) -> np.ndarray:

@@ -33,8 +33,12 @@ def decode_image(data: bytes, channels: int = 3, where: str = "image", jpeg_dct:
     """
     if simplejpeg is not None and data[:2] == b"\xff\xd8" and channels in (1, 3):
         try:
-            array = simplejpeg.decode_jpeg(data, colorspace="RGB" if channels == 3 else "GRAY",
-                                           fastdct=jpeg_dct == "fast", fastupsample=False)
+            array = simplejpeg.decode_jpeg(
+                data,
+                colorspace="RGB" if channels == 3 else "GRAY",
+                fastdct=jpeg_dct == "fast",
+                fastupsample=False,
+            )
         except ValueError as e:
             message = f"{where}: could not decode the stored JPEG ({len(data)} bytes): {e}"
             raise ImageDecodeError(message) from e

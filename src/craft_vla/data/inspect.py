@@ -61,11 +61,16 @@ def inspect(
         episode_instructions.append(texts[0] if len(texts) else "")
         instructions[episode_instructions[-1]] += 1
     print(f"{reader.name} {reader.version} ({split}) at {reader.data_dir}")
-    print(f"episodes: {reader.num_episodes}  total steps: {reader.num_steps}  "
-          f"steps per episode: min {lengths.min()} mean {lengths.mean():.1f} max {lengths.max()}")
+    print(
+        f"episodes: {reader.num_episodes}  total steps: {reader.num_steps}  "
+        f"steps per episode: min {lengths.min()} mean {lengths.mean():.1f} max {lengths.max()}"
+    )
     print("features:")
     for spec in reader.features.values():
-        print(f"  {spec.key}: {spec.kind} {spec.dtype} {spec.shape}" + (f" {spec.encoding_format}" if spec.encoding_format else ""))
+        print(
+            f"  {spec.key}: {spec.kind} {spec.dtype} {spec.shape}"
+            + (f" {spec.encoding_format}" if spec.encoding_format else "")
+        )
     print(f"episodes (first {min(max_episodes, reader.num_episodes)}):")
     for episode in range(min(max_episodes, reader.num_episodes)):
         print(f"  {episode:5d}  {lengths[episode]:5d} steps  {episode_instructions[episode]}")
@@ -83,8 +88,13 @@ def inspect(
     if out_png is not None:
         image_grid(reader, num_images).save(out_png)
         print(f"wrote {out_png}")
-    return {"name": reader.name, "episodes": reader.num_episodes, "steps": reader.num_steps,
-            "instructions": dict(instructions), "statistics": stats.to_json()}
+    return {
+        "name": reader.name,
+        "episodes": reader.num_episodes,
+        "steps": reader.num_steps,
+        "instructions": dict(instructions),
+        "statistics": stats.to_json(),
+    }
 
 
 @dataclass

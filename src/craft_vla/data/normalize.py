@@ -58,7 +58,9 @@ class NormStats:
         arrays = {k: np.asarray(entry.get(k, entry["q01"]), dtype=np.float32) for k in _STAT_KEYS}
         mask = np.asarray(entry.get("mask", np.ones(len(arrays["q01"]), dtype=bool)), dtype=bool)
         if len({len(a) for a in (*arrays.values(), mask)}) != 1:
-            raise StatisticsError(f"{where}: statistics have different lengths: { {k: len(v) for k, v in entry.items()} }")
+            raise StatisticsError(
+                f"{where}: statistics have different lengths: { {k: len(v) for k, v in entry.items()} }"
+            )
         return cls(mask=mask, **arrays)
 
 
@@ -123,7 +125,9 @@ def unnormalize_bounds_q99(y: Any, stats: NormStats) -> Any:
         import torch
 
         as_tensor = {k: torch.as_tensor(getattr(stats, k), device=y.device) for k in ("q01", "q99", "mask")}
-        x = 0.5 * (y + 1) * (as_tensor["q99"] - as_tensor["q01"] + EPS).to(y.dtype) + as_tensor["q01"].to(y.dtype)
+        x = 0.5 * (y + 1) * (as_tensor["q99"] - as_tensor["q01"] + EPS).to(y.dtype) + as_tensor["q01"].to(
+            y.dtype
+        )
         return torch.where(as_tensor["mask"], x, y)
     y = np.asarray(y, dtype=np.float32)
     x = np.float32(0.5) * (y + 1) * (stats.q99 - stats.q01 + np.float32(EPS)) + stats.q01
@@ -153,10 +157,14 @@ def load_dataset_statistics(path: str | os.PathLike) -> dict[str, DatasetStatist
         raw = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise StatisticsError(f"{path}: not valid JSON ({e})") from e
-    return {name: DatasetStatistics.from_json(entry, f"{path}: dataset {name!r}") for name, entry in raw.items()}
+    return {
+        name: DatasetStatistics.from_json(entry, f"{path}: dataset {name!r}") for name, entry in raw.items()
+    }
 
 
-def statistics_for(statistics: Mapping[str, DatasetStatistics], name: str, source: str = "statistics") -> DatasetStatistics:
+def statistics_for(
+    statistics: Mapping[str, DatasetStatistics], name: str, source: str = "statistics"
+) -> DatasetStatistics:
     """`statistics[name]` with an error that lists what is there when it is missing."""
     if name not in statistics:
         raise StatisticsError(

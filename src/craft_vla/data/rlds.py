@@ -42,7 +42,8 @@ class RLDSFormatError(ValueError):
 
 
 def resolve_dataset_dir(path: str | Path, name: str | None = None, version: str | None = None) -> Path:
-    """The `<name>/<version>/` directory for `path` (already that directory, `<root>/<name>` or `<root>` + name).
+    """The `<name>/<version>/` directory for `path` (already that directory,
+    `<root>/<name>` or `<root>` + name).
 
     Without `version`, the highest version directory that holds a dataset_info.json is taken.
     """
@@ -78,14 +79,20 @@ def shard_paths(data_dir: Path, info: dict[str, Any], split: str) -> list[Path]:
     num_shards = len(splits[split].get("shardLengths", []))
     template = splits[split].get("filepathTemplate") or SHARD_TEMPLATE
     paths = [
-        data_dir / template.replace("{DATASET}", name).replace("{SPLIT}", split).replace("{FILEFORMAT}", file_format)
-        .replace("{SHARD_X_OF_Y}", f"{i:05d}-of-{num_shards:05d}").replace("{SHARD_INDEX}", f"{i:05d}")
+        data_dir
+        / template.replace("{DATASET}", name)
+        .replace("{SPLIT}", split)
+        .replace("{FILEFORMAT}", file_format)
+        .replace("{SHARD_X_OF_Y}", f"{i:05d}-of-{num_shards:05d}")
+        .replace("{SHARD_INDEX}", f"{i:05d}")
         .replace("{NUM_SHARDS}", f"{num_shards:05d}")
         for i in range(num_shards)
     ]
     missing = [p.name for p in paths if not p.is_file()]
     if missing:
-        raise FileNotFoundError(f"{data_dir}: dataset_info.json lists {num_shards} shards, missing files: {missing}")
+        raise FileNotFoundError(
+            f"{data_dir}: dataset_info.json lists {num_shards} shards, missing files: {missing}"
+        )
     return paths
 
 
@@ -116,7 +123,9 @@ def parse_episode(data: bytes, features: dict[str, FeatureSpec], where: str) -> 
     num_steps = None
     for spec in features.values():
         if spec.key not in raw:
-            raise RLDSFormatError(f"{where}: feature {spec.key!r} of features.json is missing from the record")
+            raise RLDSFormatError(
+                f"{where}: feature {spec.key!r} of features.json is missing from the record"
+            )
         value = raw[spec.key]
         if spec.kind in ("image", "text") and not isinstance(value, list):
             raise RLDSFormatError(f"{where}: feature {spec.key!r} should hold encoded bytes, found numbers")
@@ -124,19 +133,20 @@ def parse_episode(data: bytes, features: dict[str, FeatureSpec], where: str) -> 
         if spec.in_sequence:
             if spec.values_per_element and len(value) % spec.values_per_element:
                 raise RLDSFormatError(
-                    f"{where}: feature {spec.key!r} has {len(value)} values, not a multiple of its per-step shape "
-                    f"{spec.shape} from features.json (wrong dimension?)"
+                    f"{where}: feature {spec.key!r} has {len(value)} values, not a multiple of its per-step "
+                    f"shape {spec.shape} from features.json (wrong dimension?)"
                 )
             if num_steps is None:
                 num_steps = count
             elif count != num_steps:
                 raise RLDSFormatError(
-                    f"{where}: feature {spec.key!r} has {count} steps of shape {spec.shape}, other features have "
-                    f"{num_steps} (wrong dimension in the data or in features.json?)"
+                    f"{where}: feature {spec.key!r} has {count} steps of shape {spec.shape}, other features "
+                    f"have {num_steps} (wrong dimension in the data or in features.json?)"
                 )
         elif spec.kind == "tensor" and len(value) != spec.values_per_element:
             raise RLDSFormatError(
-                f"{where}: feature {spec.key!r} has {len(value)} values, features.json declares shape {spec.shape}"
+                f"{where}: feature {spec.key!r} has {len(value)} values, "
+                f"features.json declares shape {spec.shape}"
             )
         if spec.kind == "tensor":
             shape = ((num_steps,) if spec.in_sequence else ()) + spec.shape
@@ -177,7 +187,9 @@ class RLDSReader:
         self.split = split
         self.features = read_features_json(self.data_dir / "features.json")
         if not any(spec.in_sequence for spec in self.features.values()):
-            raise RLDSFormatError(f"{self.data_dir / 'features.json'}: no 'steps' sequence; not an RLDS dataset")
+            raise RLDSFormatError(
+                f"{self.data_dir / 'features.json'}: no 'steps' sequence; not an RLDS dataset"
+            )
         self.shards = shard_paths(self.data_dir, self.info, split)
         self.verify_checksums = verify_checksums
         self.episode_cache_size = episode_cache_size
@@ -199,7 +211,10 @@ class RLDSReader:
         return self.num_episodes
 
     def __repr__(self) -> str:
-        return f"RLDSReader({self.name} {self.version} {self.split}: {self.num_episodes} episodes, {self.num_steps} steps)"
+        return (
+            f"RLDSReader({self.name} {self.version} {self.split}: "
+            f"{self.num_episodes} episodes, {self.num_steps} steps)"
+        )
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -234,16 +249,22 @@ class RLDSReader:
             except (json.JSONDecodeError, KeyError, TypeError):
                 pass  # an unreadable cache is rebuilt below
         index = self._build_index()
-        payload = {"format": INDEX_FORMAT, "data_dir": str(self.data_dir.resolve()), "files": fingerprint,
-                   "episodes": {k: v.tolist() for k, v in index.items()}}
+        payload = {
+            "format": INDEX_FORMAT,
+            "data_dir": str(self.data_dir.resolve()),
+            "files": fingerprint,
+            "episodes": {k: v.tolist() for k, v in index.items()},
+        }
         try:
             self.index_dir.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
             tmp.write_text(json.dumps(payload))
             os.replace(tmp, path)
         except OSError as e:  # a read-only cache costs a re-index next time, nothing else
-            warnings.warn(f"could not cache the RLDS index at {path} ({e}); pass index_dir= to choose a writable place",
-                          stacklevel=3)
+            warnings.warn(
+                f"could not cache the RLDS index at {path} ({e}); pass index_dir= to choose a writable place",
+                stacklevel=3,
+            )
         return index
 
     def _build_index(self) -> dict[str, np.ndarray]:
@@ -278,25 +299,36 @@ class RLDSReader:
         """The episode's non-image step features, stacked over steps, keyed without "steps/"
         ({"action": (T, A), "observation/state": (T, S), "language_instruction": [T str], ...})."""
         record = self.episode_record(episode)
-        return {spec.key.split("/", 1)[1]: record.values[spec.key] for spec in self.features.values()
-                if spec.in_sequence and spec.kind != "image"}
+        return {
+            spec.key.split("/", 1)[1]: record.values[spec.key]
+            for spec in self.features.values()
+            if spec.in_sequence and spec.kind != "image"
+        }
 
     def _decode_step_image(self, episode: int, step: int, spec: FeatureSpec, data: bytes) -> np.ndarray:
         where = f"{self.shards[int(self._index['shard'][episode])]}: episode {episode} step {step} {spec.key}"
         image = decode_image(data, channels=spec.shape[-1] if spec.shape else 3, where=where)
         if any(d not in (-1, n) for d, n in zip(spec.shape, image.shape)):
-            raise RLDSFormatError(f"{where}: image decoded to shape {image.shape}, features.json declares {spec.shape}")
+            raise RLDSFormatError(
+                f"{where}: image decoded to shape {image.shape}, features.json declares {spec.shape}"
+            )
         return image
 
     def step_image(self, episode: int, step: int, key: str) -> np.ndarray:
         """One decoded image, uint8 (H, W, C); `key` is the step feature ("observation/image")."""
         spec = self.features.get(f"steps/{key}")
         if spec is None or spec.kind != "image":
-            images = [k.split("/", 1)[1] for k, s in self.features.items() if s.kind == "image" and s.in_sequence]
-            raise KeyError(f"{self.data_dir}: no image feature {key!r} in the steps; image features: {images}")
+            images = [
+                k.split("/", 1)[1] for k, s in self.features.items() if s.kind == "image" and s.in_sequence
+            ]
+            raise KeyError(
+                f"{self.data_dir}: no image feature {key!r} in the steps; image features: {images}"
+            )
         record = self.episode_record(episode)
         if not 0 <= step < record.num_steps:
-            raise IndexError(f"{self.name}: step {step} out of range [0, {record.num_steps}) of episode {episode}")
+            raise IndexError(
+                f"{self.name}: step {step} out of range [0, {record.num_steps}) of episode {episode}"
+            )
         return self._decode_step_image(episode, step, spec, record.values[spec.key][step])
 
     def get_step(self, episode: int, step: int) -> dict[str, Any]:
@@ -304,7 +336,9 @@ class RLDSReader:
         plus the episode's metadata under "episode_metadata"."""
         record = self.episode_record(episode)
         if not 0 <= step < record.num_steps:
-            raise IndexError(f"{self.name}: step {step} out of range [0, {record.num_steps}) of episode {episode}")
+            raise IndexError(
+                f"{self.name}: step {step} out of range [0, {record.num_steps}) of episode {episode}"
+            )
         flat = {}
         for spec in self.features.values():
             value = record.values[spec.key]
@@ -342,5 +376,12 @@ class RLDSReader:
                 yield episode, step, self.get_step(episode, step)
 
 
-__all__ = ["EpisodeRecord", "RLDSFormatError", "RLDSReader", "TFRecordError",
-           "parse_episode", "resolve_dataset_dir", "shard_paths"]
+__all__ = [
+    "EpisodeRecord",
+    "RLDSFormatError",
+    "RLDSReader",
+    "TFRecordError",
+    "parse_episode",
+    "resolve_dataset_dir",
+    "shard_paths",
+]

@@ -47,7 +47,9 @@ def infer_features(episode: Mapping[str, Any], image_format: str = "jpeg") -> di
     for key, value in sorted(flatten_nested(episode).items()):
         in_sequence = key.startswith("steps/")
         if not in_sequence and not key.startswith("episode_metadata/"):
-            raise ValueError(f"episode key {key!r}: expected everything under 'steps/' or 'episode_metadata/'")
+            raise ValueError(
+                f"episode key {key!r}: expected everything under 'steps/' or 'episode_metadata/'"
+            )
         if _is_text(value):
             specs[key] = FeatureSpec(key, "text", "string", (), in_sequence)
             continue
@@ -62,7 +64,9 @@ def infer_features(episode: Mapping[str, Any], image_format: str = "jpeg") -> di
     return specs
 
 
-def serialize_episode(episode: Mapping[str, Any], features: Mapping[str, FeatureSpec], jpeg_quality: int = 95) -> bytes:
+def serialize_episode(
+    episode: Mapping[str, Any], features: Mapping[str, FeatureSpec], jpeg_quality: int = 95
+) -> bytes:
     """One episode as a serialized `tf.train.Example`, flattened the way TFDS does."""
     flat = flatten_nested(episode)
     missing = sorted(set(features) - set(flat))
@@ -76,10 +80,15 @@ def serialize_episode(episode: Mapping[str, Any], features: Mapping[str, Feature
     for key, spec in features.items():
         value = flat[key]
         if spec.kind == "text":
-            texts = [value] * (num_steps if spec.in_sequence else 1) if isinstance(value, str) else list(value)
+            texts = (
+                [value] * (num_steps if spec.in_sequence else 1) if isinstance(value, str) else list(value)
+            )
             out[key] = [t.encode("utf-8") for t in texts]
         elif spec.kind == "image":
-            out[key] = [v if isinstance(v, bytes) else encode_image(v, spec.encoding_format, jpeg_quality) for v in value]
+            out[key] = [
+                v if isinstance(v, bytes) else encode_image(v, spec.encoding_format, jpeg_quality)
+                for v in value
+            ]
         else:
             array = np.asarray(value, dtype=spec.dtype)
             expected = ((num_steps,) if spec.in_sequence else ()) + spec.shape
@@ -158,8 +167,10 @@ class RLDSWriter:
             self._file.close()
         num_shards = len(self._shard_lengths)
         for i in range(num_shards):
-            os.replace(self.tmp_dir / f"shard-{i:05d}",
-                       self.tmp_dir / f"{self.name}-{self.split}.tfrecord-{i:05d}-of-{num_shards:05d}")
+            os.replace(
+                self.tmp_dir / f"shard-{i:05d}",
+                self.tmp_dir / f"{self.name}-{self.split}.tfrecord-{i:05d}-of-{num_shards:05d}",
+            )
         info = {
             "name": self.name,
             "version": self.version,
@@ -167,12 +178,14 @@ class RLDSWriter:
             "fileFormat": "tfrecord",
             "moduleName": "craft_vla.data.rlds_writer",
             "releaseNotes": {self.version: "Written by craft_vla.data.rlds_writer."},
-            "splits": [{
-                "name": self.split,
-                "numBytes": str(self._num_bytes),
-                "shardLengths": [str(n) for n in self._shard_lengths],
-                "filepathTemplate": SHARD_TEMPLATE,
-            }],
+            "splits": [
+                {
+                    "name": self.split,
+                    "numBytes": str(self._num_bytes),
+                    "shardLengths": [str(n) for n in self._shard_lengths],
+                    "filepathTemplate": SHARD_TEMPLATE,
+                }
+            ],
         }
         (self.tmp_dir / "dataset_info.json").write_text(json.dumps(info, indent=2))
         (self.tmp_dir / "features.json").write_text(json.dumps(features_to_json(self.features), indent=2))
@@ -219,9 +232,18 @@ def write_rlds_dataset(
         if not 1 <= num_shards <= len(episodes):
             raise ValueError(f"num_shards must be in [1, {len(episodes)}] for {len(episodes)} episodes")
         shard_lengths = [len(part) for part in np.array_split(np.arange(len(episodes)), num_shards)]
-    writer = RLDSWriter(root, name, features or infer_features(first, image_format), version=version, split=split,
-                        max_shard_bytes=max_shard_bytes, shard_lengths=shard_lengths, description=description,
-                        overwrite=overwrite, jpeg_quality=jpeg_quality)
+    writer = RLDSWriter(
+        root,
+        name,
+        features or infer_features(first, image_format),
+        version=version,
+        split=split,
+        max_shard_bytes=max_shard_bytes,
+        shard_lengths=shard_lengths,
+        description=description,
+        overwrite=overwrite,
+        jpeg_quality=jpeg_quality,
+    )
     try:
         writer.add(first)
         for episode in iterator:

@@ -82,17 +82,27 @@ class EpochSampler(Sampler):
 
     def state_dict(self) -> dict[str, Any]:
         epoch, position = self._consumed
-        return {"epoch": epoch, "position": position, "seed": self.seed, "world_size": self.world_size,
-                "num_samples": len(self.sample_ids), "shuffle": self.shuffle, "remainder": self.remainder}
+        return {
+            "epoch": epoch,
+            "position": position,
+            "seed": self.seed,
+            "world_size": self.world_size,
+            "num_samples": len(self.sample_ids),
+            "shuffle": self.shuffle,
+            "remainder": self.remainder,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume at a saved position; the sampler's configuration must match the saved one."""
         mine = self.state_dict()
-        mismatched = {k: (state.get(k), mine[k]) for k in ("seed", "world_size", "num_samples", "shuffle", "remainder")
-                      if state.get(k) != mine[k]}
+        mismatched = {
+            k: (state.get(k), mine[k])
+            for k in ("seed", "world_size", "num_samples", "shuffle", "remainder")
+            if state.get(k) != mine[k]
+        }
         if mismatched:
             raise ValueError(
-                f"sampler state does not match this sampler (saved, current): {mismatched}; resume with the same "
-                "data, seed and number of ranks"
+                f"sampler state does not match this sampler (saved, current): {mismatched}; resume with the "
+                "same data, seed and number of ranks"
             )
         self._start = self._consumed = (int(state["epoch"]), int(state["position"]))

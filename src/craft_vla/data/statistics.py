@@ -12,7 +12,9 @@ from craft_vla.data.rlds import RLDSReader
 from craft_vla.data.transforms import DatasetKind, get_dataset_kind
 
 
-def compute_dataset_statistics(reader: RLDSReader, kind: str | DatasetKind, use_cache: bool = True) -> DatasetStatistics:
+def compute_dataset_statistics(
+    reader: RLDSReader, kind: str | DatasetKind, use_cache: bool = True
+) -> DatasetStatistics:
     """Statistics of the transformed actions and proprio over every step of `reader`'s split.
 
     Cached beside the reader's index (keyed by the dataset kind; invalidated when the shards change).
@@ -34,7 +36,8 @@ def compute_dataset_statistics(reader: RLDSReader, kind: str | DatasetKind, use_
     stats = DatasetStatistics(
         action=compute_norm_stats(action, kind.action_mask_fn(action.shape[-1])),
         proprio=compute_norm_stats(np.concatenate(proprios), kind.proprio_mask_fn(proprios[0].shape[-1]))
-        if proprios else None,
+        if proprios
+        else None,
         num_transitions=len(action),
         num_trajectories=reader.num_episodes,
     )
@@ -53,7 +56,7 @@ def require_finite(values: np.ndarray, name: str, reader: RLDSReader, episode: i
     if bad.any():
         step, dim = (int(i[0]) for i in np.nonzero(bad))
         raise ValueError(
-            f"{reader.data_dir}: episode {episode}, step {step}: {name}[{dim}] is {values[step][dim]}; "
-            f"the {name}s must be finite: fix or drop this episode ({int(bad.any(axis=-1).sum())} steps affected)"
+            f"{reader.data_dir}: episode {episode}, step {step}: {name}[{dim}] is {values[step][dim]}; the "
+            f"{name}s must be finite: fix or drop this episode ({int(bad.any(axis=-1).sum())} steps affected)"
         )
     return values

@@ -27,8 +27,21 @@ CLASS_NAMES = {
     "image": _PREFIX + "image_feature.Image",
     "text": _PREFIX + "text_feature.Text",
 }
-DTYPES = ("bool", "uint8", "int8", "uint16", "int16", "uint32", "int32", "int64", "uint64",
-          "float16", "float32", "float64", "string")
+DTYPES = (
+    "bool",
+    "uint8",
+    "int8",
+    "uint16",
+    "int16",
+    "uint32",
+    "int32",
+    "int64",
+    "uint64",
+    "float16",
+    "float32",
+    "float64",
+    "string",
+)
 
 
 class FeaturesFormatError(ValueError):
@@ -62,7 +75,9 @@ def _dimensions(node: Mapping[str, Any]) -> tuple[int, ...]:
     return tuple(int(d) for d in node.get("shape", {}).get("dimensions", []))
 
 
-def _parse_node(node: Mapping[str, Any], key: str, in_sequence: bool, path: Path, out: list[FeatureSpec]) -> None:
+def _parse_node(
+    node: Mapping[str, Any], key: str, in_sequence: bool, path: Path, out: list[FeatureSpec]
+) -> None:
     description = node.get("description", "")
     if "featuresDict" in node:
         for name, child in node["featuresDict"].get("features", {}).items():
@@ -78,13 +93,25 @@ def _parse_node(node: Mapping[str, Any], key: str, in_sequence: bool, path: Path
         tensor = node["tensor"]
         if tensor.get("encoding", "none") not in ("none", ""):
             raise FeaturesFormatError(
-                f"{path}: feature {key!r} uses tensor encoding {tensor['encoding']!r}; only 'none' is supported"
+                f"{path}: feature {key!r} uses tensor encoding "
+                f"{tensor['encoding']!r}; only 'none' is supported"
             )
-        out.append(FeatureSpec(key, "tensor", tensor["dtype"], _dimensions(tensor), in_sequence, "", description))
+        out.append(
+            FeatureSpec(key, "tensor", tensor["dtype"], _dimensions(tensor), in_sequence, "", description)
+        )
     elif "image" in node:
         image = node["image"]
-        out.append(FeatureSpec(key, "image", image.get("dtype", "uint8"), _dimensions(image), in_sequence,
-                               image.get("encodingFormat", "png") or "png", description))
+        out.append(
+            FeatureSpec(
+                key,
+                "image",
+                image.get("dtype", "uint8"),
+                _dimensions(image),
+                in_sequence,
+                image.get("encodingFormat", "png") or "png",
+                description,
+            )
+        )
     elif "text" in node:
         out.append(FeatureSpec(key, "text", "string", (), in_sequence, "", description))
     else:
@@ -120,13 +147,17 @@ def read_features_json(path: str | Path) -> dict[str, FeatureSpec]:
 def _leaf_node(spec: FeatureSpec) -> dict[str, Any]:
     shape = {"dimensions": [str(d) for d in spec.shape]} if spec.shape else {}
     if spec.kind == "image":
-        node = {"pythonClassName": CLASS_NAMES["image"],
-                "image": {"shape": shape, "dtype": spec.dtype, "encodingFormat": spec.encoding_format}}
+        node = {
+            "pythonClassName": CLASS_NAMES["image"],
+            "image": {"shape": shape, "dtype": spec.dtype, "encodingFormat": spec.encoding_format},
+        }
     elif spec.kind == "text":
         node = {"pythonClassName": CLASS_NAMES["text"], "text": {}}
     else:
-        node = {"pythonClassName": CLASS_NAMES["scalar" if not spec.shape else "tensor"],
-                "tensor": {"shape": shape, "dtype": spec.dtype, "encoding": "none"}}
+        node = {
+            "pythonClassName": CLASS_NAMES["scalar" if not spec.shape else "tensor"],
+            "tensor": {"shape": shape, "dtype": spec.dtype, "encoding": "none"},
+        }
     if spec.description:
         node["description"] = spec.description
     return node
@@ -154,8 +185,10 @@ def features_to_json(specs: Mapping[str, FeatureSpec]) -> dict[str, Any]:
             if "pythonClassName" in child:
                 children[name] = child
             elif top and name == "steps":
-                children[name] = {"pythonClassName": CLASS_NAMES["dataset"],
-                                  "sequence": {"feature": build(child, False), "length": "-1"}}
+                children[name] = {
+                    "pythonClassName": CLASS_NAMES["dataset"],
+                    "sequence": {"feature": build(child, False), "length": "-1"},
+                }
             else:
                 children[name] = build(child, False)
         return _dict_node(children)

@@ -52,7 +52,9 @@ def frame_record(data: bytes) -> bytes:
 def _parse_header(header: bytes, path: str | os.PathLike, offset: int, verify: bool) -> int:
     length_bytes, (length_crc,) = header[:8], struct.unpack("<I", header[8:])
     if verify and masked_crc32c(length_bytes) != length_crc:
-        raise TFRecordError(f"{path}: corrupt record header at byte offset {offset} (length checksum mismatch)")
+        raise TFRecordError(
+            f"{path}: corrupt record header at byte offset {offset} (length checksum mismatch)"
+        )
     return struct.unpack("<Q", length_bytes)[0]
 
 
@@ -61,8 +63,8 @@ def read_record_at(fd: int, path: str | os.PathLike, span: RecordSpan, verify: b
     raw = os.pread(fd, span.end - span.offset, span.offset)
     if len(raw) < span.end - span.offset:
         raise TFRecordError(
-            f"{path}: truncated record at byte offset {span.offset}: expected {span.end - span.offset} bytes, "
-            f"the file has {len(raw)} left (the shard was cut short; re-download or regenerate it)"
+            f"{path}: truncated record at byte offset {span.offset}: expected {span.end - span.offset} "
+            f"bytes, the file has {len(raw)} left (the shard was cut short; re-download or regenerate it)"
         )
     length = _parse_header(raw[:HEADER_BYTES], path, span.offset, verify)
     if length != span.length:
@@ -72,7 +74,9 @@ def read_record_at(fd: int, path: str | os.PathLike, span: RecordSpan, verify: b
         )
     data = raw[HEADER_BYTES : HEADER_BYTES + length]
     if verify and masked_crc32c(data) != struct.unpack("<I", raw[HEADER_BYTES + length :])[0]:
-        raise TFRecordError(f"{path}: corrupt record data at byte offset {span.offset} (data checksum mismatch)")
+        raise TFRecordError(
+            f"{path}: corrupt record data at byte offset {span.offset} (data checksum mismatch)"
+        )
     return data
 
 
@@ -85,20 +89,23 @@ def iter_records(path: str | os.PathLike, verify: bool = True) -> Iterator[tuple
             header = f.read(HEADER_BYTES)
             if len(header) < HEADER_BYTES:
                 raise TFRecordError(
-                    f"{path}: truncated record header at byte offset {offset}: {len(header)} of {HEADER_BYTES} bytes "
-                    "(the shard was cut short; re-download or regenerate it)"
+                    f"{path}: truncated record header at byte offset {offset}: {len(header)} of "
+                    f"{HEADER_BYTES} bytes (the shard was cut short; re-download or regenerate it)"
                 )
             length = _parse_header(header, path, offset, verify)
             span = RecordSpan(offset, length)
             rest = f.read(length + FOOTER_BYTES)
             if len(rest) < length + FOOTER_BYTES:
                 raise TFRecordError(
-                    f"{path}: truncated record at byte offset {offset}: expected {length + FOOTER_BYTES} bytes after "
-                    f"the header, found {len(rest)} (the shard was cut short; re-download or regenerate it)"
+                    f"{path}: truncated record at byte offset {offset}: expected {length + FOOTER_BYTES} "
+                    f"bytes after the header, found {len(rest)} "
+                    "(the shard was cut short; re-download or regenerate it)"
                 )
             data = rest[:length]
             if verify and masked_crc32c(data) != struct.unpack("<I", rest[length:])[0]:
-                raise TFRecordError(f"{path}: corrupt record data at byte offset {offset} (data checksum mismatch)")
+                raise TFRecordError(
+                    f"{path}: corrupt record data at byte offset {offset} (data checksum mismatch)"
+                )
             yield span, data
             offset = span.end
 

@@ -85,5 +85,5 @@ def get_dataset_kind(kind: str | DatasetKind) -> DatasetKind:
 
 
 def infer_dataset_kind(dataset_name: str) -> DatasetKind:
-    """"libero" for LIBERO datasets (name starts with "libero"), else "identity"."""
+    """ "libero" for LIBERO datasets (name starts with "libero"), else "identity"."""
     return DATASET_KINDS["libero" if dataset_name.lower().startswith("libero") else "identity"]

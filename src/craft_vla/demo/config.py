@@ -14,12 +14,12 @@ import draccus
 
 from craft_vla.data.cache_dir import cache_dir
 from craft_vla.demo.methods import METHODS
+from craft_vla.sim.tasks import TASK_NAMES
 from craft_vla.sim.world import WorldConfig
 
-Method = Literal["sft_lora", "sft_full", "frozen_vlm", "fixed_penalty", "projection_only", "craft"]
-Task = Literal[
-    "reach", "pick_up", "stack", "unstack", "place_side", "place_corner", "place_middle", "place_relation", "push_side"
-]
+# the registries' names as Literal types: draccus lists them in --help and refuses any other value
+Method = Literal[tuple(METHODS)]
+Task = Literal[TASK_NAMES]
 
 
 @dataclass
@@ -35,21 +35,29 @@ class DemoConfig:
     quick: bool = False  # the CI smoke-test preset (presets/quick.yaml): one seed, two methods, small budget
     toy: bool = False  # the toy backbone+head CRaFT problem instead of the testbed (seconds)
     seeds: tuple[int, ...] = (0, 1, 2)
-    methods: tuple[Method, ...] = ("sft_lora", "sft_full", "frozen_vlm", "fixed_penalty", "projection_only", "craft")
+    methods: tuple[Method, ...] = (
+        "sft_lora",
+        "sft_full",
+        "frozen_vlm",
+        "fixed_penalty",
+        "projection_only",
+        "craft",
+    )
     image_size: int = 64
     # the downstream task: which of the suite's tasks, in scenes of how many objects (0: the suite's 3-5).
     # Pretraining and every retention measurement keep the suite's 3-5-object scenes.
     tasks: tuple[Task, ...] = ("reach", "pick_up")
     objects: int = 1
     episodes_per_task: int = 300  # demonstrations per fine-tuning task
-    # DART: std of Gaussian noise added to the executed (dx, dy) of each training demonstration, whose recorded
-    # action stays the expert's, so the data shows recoveries from small errors (validation data stays clean)
+    # DART: std of Gaussian noise added to the executed (dx, dy) of each training demonstration,
+    # whose recorded action stays the expert's, so the data shows recoveries from small errors
+    # (validation data stays clean)
     action_noise: float = 0.0
     val_episodes_per_task: int = 20
     eval_episodes_per_task: int = 50
-    # closed loop: the policy replans after this many of each chunk's 8 actions (8: the whole chunk open loop, as
-    # VLA-Adapter on LIBERO). Replanning after 4 raised every method's success on the training tasks by 3-10 points
-    # on the same checkpoints (README)
+    # closed loop: the policy replans after this many of each chunk's 8 actions (8: the whole chunk open loop,
+    # as VLA-Adapter on LIBERO). Replanning after 4 raised every method's success on the training tasks by
+    # 3-10 points on the same checkpoints (README)
     execute_steps: int = 4
     eval_splits: tuple[Literal["train", "heldout"], ...] = ("train", "heldout")
     steps: int = 1200  # fine-tuning steps per run
@@ -58,8 +66,9 @@ class DemoConfig:
     adam_beta2: float = 0.999  # AdamW's beta2, for every method (torch's default, VLA-Adapter's)
     lr_warmup_steps: int = 50
     lora_rank: int = 16
-    # retention budget, relative to the anchored features' spread S (see --epsilon_mode). 0.05 S was tighter than
-    # Adam at this learning rate can hold the action-query features (lambda grew without bound, QA was lost: README)
+    # retention budget, relative to the anchored features' spread S (see --epsilon_mode). 0.05 S was
+    # tighter than Adam at this learning rate can hold the action-query features (lambda grew without
+    # bound, QA was lost: README)
     epsilon: float = 0.2
     epsilon_mode: Literal["relative", "absolute"] = "relative"
     dual_lr: float = 0.0  # 0: 0.1 / epsilon, so lambda grows by 0.1 a step while L_ret = 2 epsilon
@@ -106,16 +115,36 @@ class DemoConfig:
             raise ValueError(f"--tasks {list(self.tasks)}: unknown {unknown}; choose from {sorted(tasks)}")
         unknown = sorted(set(self.methods) - set(METHODS))
         if unknown or not self.methods:
-            raise ValueError(f"--methods {list(self.methods)}: unknown {unknown}; choose from {sorted(METHODS)}")
-        choices = {"precision": ("auto", "bf16", "fp32"), "epsilon_mode": ("relative", "absolute"),
-                   "parts": ("both", "raw", "aq"), "pool": ("mean", "tokens")}
+            raise ValueError(
+                f"--methods {list(self.methods)}: unknown {unknown}; choose from {sorted(METHODS)}"
+            )
+        choices = {
+            "precision": ("auto", "bf16", "fp32"),
+            "epsilon_mode": ("relative", "absolute"),
+            "parts": ("both", "raw", "aq"),
+            "pool": ("mean", "tokens"),
+        }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"--{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
-        at_least = {"steps": 1, "batch_size": 1, "execute_steps": 1, "episodes_per_task": 1, "val_episodes_per_task": 1,
-                    "eval_episodes_per_task": 1, "lora_rank": 1, "workers": 1, "threads": 0, "image_size": 16,
-                    "retention_scenes": 2, "objects": 0, "anchor_batch_size": 0, "lr_warmup_steps": 0,
-                    "raw_layer": -1, "aq_layer": -1}
+        at_least = {
+            "steps": 1,
+            "batch_size": 1,
+            "execute_steps": 1,
+            "episodes_per_task": 1,
+            "val_episodes_per_task": 1,
+            "eval_episodes_per_task": 1,
+            "lora_rank": 1,
+            "workers": 1,
+            "threads": 0,
+            "image_size": 16,
+            "retention_scenes": 2,
+            "objects": 0,
+            "anchor_batch_size": 0,
+            "lr_warmup_steps": 0,
+            "raw_layer": -1,
+            "aq_layer": -1,
+        }
         for name, low in at_least.items():
             if getattr(self, name) < low:
                 raise ValueError(f"--{name} must be >= {low}; got {getattr(self, name)}")

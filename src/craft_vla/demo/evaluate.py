@@ -24,16 +24,25 @@ from craft_vla.training.config import FinetuneConfig
 
 
 def load_finetuned(cfg: FinetuneConfig, run_dir: Path) -> tuple[VLAAdapterPolicy, Any, Any]:
-    """The policy of a finished run (its last checkpoint, loaded as the evaluation loads it), its tokenizer and
-    its dataset statistics."""
+    """The policy of a finished run (its last checkpoint, loaded as the evaluation loads it), its tokenizer
+    and its dataset statistics."""
     checkpoint = load_finetuned_checkpoint(run_dir / f"step-{cfg.max_steps:06d}")
     statistics = load_dataset_statistics(run_dir / "dataset_statistics.json")
     return checkpoint.policy, checkpoint.tokenizer, statistics
 
 
 @torch.no_grad()
-def action_l1(policy: VLAAdapterPolicy, cfg: FinetuneConfig, tokenizer, statistics, data_root: Path, name: str, batch_size: int = 64) -> dict[str, float]:
-    """L1 of the normalised action chunks on a held-out demonstration set, and of predicting the mean chunk."""
+def action_l1(
+    policy: VLAAdapterPolicy,
+    cfg: FinetuneConfig,
+    tokenizer,
+    statistics,
+    data_root: Path,
+    name: str,
+    batch_size: int = 64,
+) -> dict[str, float]:
+    """L1 of the normalised action chunks on a held-out demonstration set, and of
+    predicting the mean chunk."""
     reader = RLDSReader(resolve_dataset_dir(data_root, name))
     train_stats = statistics[setup.dataset_names(cfg)[0]]
     sample = dataclasses.replace(setup.sample_config(cfg, policy.config, augment=False))
@@ -72,8 +81,9 @@ def closed_loop(
     results = {}
     for split in splits:
         evaluator = TabletopEvaluator(image_size, split, num_envs, config=world)
-        episodes = evaluator.run(chunk_policy, tasks, episodes_per_task, execute_steps=execute_steps,
-                                 progress=False)
+        episodes = evaluator.run(
+            chunk_policy, tasks, episodes_per_task, execute_steps=execute_steps, progress=False
+        )
         results[split] = success_rates(episodes)[evaluator.suite]
     return results
 
@@ -99,8 +109,11 @@ def snapshot_policy(snapshot_dir: str, action_dim: int, proprio_dim: int) -> VLA
 
 
 @torch.no_grad()
-def retention_report(policy: VLAAdapterPolicy, cfg: FinetuneConfig, tokenizer, snapshot_dir: Path, scenes: int = 400) -> dict[str, Any]:
-    """QA accuracy through the LM head, a linear probe on the anchor features, drift per layer and of the anchors."""
+def retention_report(
+    policy: VLAAdapterPolicy, cfg: FinetuneConfig, tokenizer, snapshot_dir: Path, scenes: int = 400
+) -> dict[str, Any]:
+    """QA accuracy through the LM head, a linear probe on the anchor features, drift per
+    layer and of the anchors."""
     from craft_vla.craft import retention_loss
     from craft_vla.demo.retention import (
         anchor_features_of,
@@ -117,7 +130,9 @@ def retention_report(policy: VLAAdapterPolicy, cfg: FinetuneConfig, tokenizer, s
     probe = linear_probe(policy, fit, test, tokenizer)
     spec = setup.anchor_spec(cfg, config.llm.num_hidden_layers)
     batches = list(probe_batches(test, tokenizer, config.num_action_queries, config.image_size))
-    anchor_drift = retention_loss(anchor_features_of(policy, batches, spec), anchor_features_of(snapshot, batches, spec))
+    anchor_drift = retention_loss(
+        anchor_features_of(policy, batches, spec), anchor_features_of(snapshot, batches, spec)
+    )
     return {
         "qa": qa,
         "probe_accuracy": probe["accuracy"],

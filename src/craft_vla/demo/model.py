@@ -18,12 +18,14 @@ DEMO_PRESET = "craft-demo"
 
 
 def demo_tokenizer() -> WordTokenizer:
-    """Every word the suite writes (instructions, questions, answers) and every word of the VLA prompt template."""
+    """Every word the suite writes (instructions, questions, answers) and every word
+    of the VLA prompt template."""
     return WordTokenizer.from_texts([vla_prompt_text(" ".join(vocabulary()))])
 
 
 def demo_config(tokenizer: WordTokenizer | None = None, **overrides: Any) -> VLAAdapterConfig:
-    """The "craft-demo" preset (top-level fields replaced by `overrides`), checked against the suite and tokenizer."""
+    """The "craft-demo" preset (top-level fields replaced by `overrides`), checked
+    against the suite and tokenizer."""
     config = get_config(DEMO_PRESET, **overrides)
     tokenizer = tokenizer or demo_tokenizer()
     grid = WorldConfig().grid
@@ -34,7 +36,9 @@ def demo_config(tokenizer: WordTokenizer | None = None, **overrides: Any) -> VLA
     }
     expected = {"action_dim": ACTION_DIM, "proprio_dim": STATE_DIM, "patches per side": grid}
     if found != expected:
-        raise ValueError(f"the {DEMO_PRESET!r} model does not fit the embedded suite: expected {expected}, found {found}")
+        raise ValueError(
+            f"the {DEMO_PRESET!r} model does not fit the embedded suite: expected {expected}, found {found}"
+        )
     if tokenizer.vocab_size > config.llm.vocab_size:
         raise ValueError(
             f"the demo tokenizer has {tokenizer.vocab_size} tokens, more than the {DEMO_PRESET!r} preset's "

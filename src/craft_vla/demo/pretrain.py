@@ -1,4 +1,5 @@
-"""Pretraining the demo's VLM on the embedded suite's perception questions; the snapshot fine-tuning starts from.
+"""Pretraining the demo's VLM on the embedded suite's perception questions; the
+snapshot fine-tuning starts from.
 
 The VLM (vision towers, projector, LLM with its LM head; not the action queries or the policy) learns
 to answer questions through next-token prediction (`qa.py`; all questions of a scene packed after its
@@ -58,7 +59,8 @@ METRICS_FILE = "pretrain_metrics.json"
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    """Pretraining settings (the model is the "craft-demo" preset; the defaults are the full demo's budget)."""
+    """Pretraining settings (the model is the "craft-demo" preset; the defaults
+    are the full demo's budget)."""
 
     steps: int = 3000
     batch_size: int = 16  # scenes per step, each with all its questions packed in one row
@@ -69,7 +71,9 @@ class PretrainConfig:
     max_grad_norm: float = 1.0
     side_loss_weight: float = 1.0
     side_layer: int = 1  # LLM hidden-state index whose patch states the side head reads
-    qk_init_std: float = 0.09  # LLM query/key init (Qwen2's 0.02 keeps attention uniform: a long plateau); 0 keeps it
+    qk_init_std: float = (
+        0.09  # LLM query/key init (Qwen2's 0.02 keeps attention uniform: a long plateau); 0 keeps it
+    )
     train_scenes: int = 6000
     questions_per_scene: int = 8
     heldout_scenes: int = 400
@@ -85,8 +89,12 @@ def quick_pretrain_config(**overrides: Any) -> PretrainConfig:
 def cell_words(grid: int) -> dict[str, tuple[str, ...]]:
     """The words naming the classes of each dense label; object attributes have one more class, "empty"."""
     return {
-        "colour": COLOURS, "shape": SHAPES, "size": SIZES, "material": MATERIALS,
-        "gripper": YES_NO, "cell": tuple(cell_names(grid)),
+        "colour": COLOURS,
+        "shape": SHAPES,
+        "size": SIZES,
+        "material": MATERIALS,
+        "gripper": YES_NO,
+        "cell": tuple(cell_names(grid)),
     }
 
 
@@ -131,7 +139,9 @@ def cell_targets(perception: PerceptionSet, scenes: Tensor) -> dict[str, Tensor]
     return targets
 
 
-def cell_loss(head: CellHead, hidden: Tensor, embeddings: Tensor, perception: PerceptionSet, scenes: Tensor) -> Tensor:
+def cell_loss(
+    head: CellHead, hidden: Tensor, embeddings: Tensor, perception: PerceptionSet, scenes: Tensor
+) -> Tensor:
     """Mean cross-entropy of every dense label of the third-person image's cells (its first G² patches).
 
     hidden (B, S, D) is one layer's multimodal states: position 0 the first token, 1..G² the patches.
@@ -183,7 +193,8 @@ def pretrain_step(
     perception: PerceptionSet,
     cfg: PretrainConfig,
 ) -> dict[str, float]:
-    """One optimisation step: answer loss + side_loss_weight · cell loss; returns the losses and batch accuracy."""
+    """One optimisation step: answer loss + side_loss_weight · cell loss;
+    returns the losses and batch accuracy."""
     hidden = qa_hidden_states(vlm, batch)
     logits = answer_logits(vlm, hidden[-1], batch["answer_positions"])
     qa = answer_loss(logits, batch["answer_ids"])
@@ -209,18 +220,23 @@ def batch_order(num_scenes: int, cfg: PretrainConfig) -> np.ndarray:
     return np.concatenate(epochs)[:needed].reshape(cfg.steps, cfg.batch_size)
 
 
-def perception_sets(config: VLAAdapterConfig, cfg: PretrainConfig, progress: bool) -> tuple[PerceptionSet, PerceptionSet]:
+def perception_sets(
+    config: VLAAdapterConfig, cfg: PretrainConfig, progress: bool
+) -> tuple[PerceptionSet, PerceptionSet]:
     """The pretraining set and its held-out set (scene streams "pretrain" and "pretrain-heldout")."""
     kwargs = dict(seed=cfg.seed, image_size=config.image_size, progress=progress)
     train = make_perception_set(cfg.train_scenes, cfg.questions_per_scene, name="pretrain", **kwargs)
-    heldout = make_perception_set(cfg.heldout_scenes, cfg.heldout_questions_per_scene, name="pretrain-heldout", **kwargs)
+    heldout = make_perception_set(
+        cfg.heldout_scenes, cfg.heldout_questions_per_scene, name="pretrain-heldout", **kwargs
+    )
     return train, heldout
 
 
 def pretrain(
     cfg: PretrainConfig = PretrainConfig(), progress: bool = True
 ) -> tuple[VLM, WordTokenizer, dict[str, Any]]:
-    """Pretrain a fresh "craft-demo" VLM; returns it, its tokenizer and the metrics (held-out QA accuracy, curve)."""
+    """Pretrain a fresh "craft-demo" VLM; returns it, its tokenizer and the metrics
+    (held-out QA accuracy, curve)."""
     tokenizer = demo_tokenizer()
     config = demo_config(tokenizer)
     if not 0 <= cfg.side_layer <= config.llm.num_hidden_layers:
@@ -242,8 +258,13 @@ def pretrain(
     bar = tqdm(range(cfg.steps), desc="pretrain VLM", unit="step", disable=not progress)
     for step in bar:
         batch = question_batch(
-            train, [(i, train.questions[i]) for i in order[step]], tokenizer, answers,
-            config.image_size, config.num_patches, config.llm.vocab_size,
+            train,
+            [(i, train.questions[i]) for i in order[step]],
+            tokenizer,
+            answers,
+            config.image_size,
+            config.num_patches,
+            config.llm.vocab_size,
         )
         info = pretrain_step(vlm, head, optimizer, batch, train, cfg)
         schedule.step()
@@ -262,7 +283,9 @@ def pretrain(
     return vlm, tokenizer, metrics
 
 
-def save_snapshot(vlm: VLM, tokenizer: WordTokenizer, metrics: dict[str, Any], cfg: PretrainConfig, run_dir: Path) -> Path:
+def save_snapshot(
+    vlm: VLM, tokenizer: WordTokenizer, metrics: dict[str, Any], cfg: PretrainConfig, run_dir: Path
+) -> Path:
     """Write the Prismatic run directory, the tokenizer and the metrics into `run_dir`."""
     run_dir.mkdir(parents=True, exist_ok=True)
     extra = {"pretrain": asdict(cfg), "craft_vla_preset": DEMO_PRESET, "code_version": CODE_VERSION}
@@ -280,8 +303,11 @@ def load_snapshot(run_dir: str | Path) -> tuple[VLM, WordTokenizer]:
 
 
 def data_fingerprint(config: VLAAdapterConfig, cfg: PretrainConfig) -> str:
-    """sha256 of a few perception scenes (images, questions, labels): changes when the suite's generator does."""
-    sample = make_perception_set(4, cfg.questions_per_scene, seed=cfg.seed, name="fingerprint", image_size=config.image_size)
+    """sha256 of a few perception scenes (images, questions, labels): changes when
+    the suite's generator does."""
+    sample = make_perception_set(
+        4, cfg.questions_per_scene, seed=cfg.seed, name="fingerprint", image_size=config.image_size
+    )
     digest = hashlib.sha256(sample.images.tobytes() + sample.wrist_images.tobytes() + sample.states.tobytes())
     digest.update(repr(sample.questions).encode())
     for key in sorted(sample.labels):
@@ -290,7 +316,8 @@ def data_fingerprint(config: VLAAdapterConfig, cfg: PretrainConfig) -> str:
 
 
 def snapshot_key(cfg: PretrainConfig) -> str:
-    """sha256 of what the snapshot depends on: model config, tokenizer, settings, perception data, code version."""
+    """sha256 of what the snapshot depends on: model config, tokenizer, settings,
+    perception data, code version."""
     tokenizer = demo_tokenizer()
     config = demo_config(tokenizer)
     identity = {
@@ -303,14 +330,13 @@ def snapshot_key(cfg: PretrainConfig) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
-def pretrained_snapshot(
-    cfg: PretrainConfig, root: str | Path, progress: bool = True
-) -> Path:
+def pretrained_snapshot(cfg: PretrainConfig, root: str | Path, progress: bool = True) -> Path:
     """The snapshot directory for `cfg` under `root`, pretrained and cached on first use, reused afterwards.
 
     Written to a temporary directory and renamed into place, so an interrupted run leaves no half snapshot
     and concurrent runs both end with a complete one.
     """
+
     def build(tmp: Path) -> None:
         vlm, tokenizer, metrics = pretrain(cfg, progress)
         save_snapshot(vlm, tokenizer, metrics, cfg, tmp)

@@ -45,11 +45,19 @@ class AnswerSet:
         self.tokens = {a: tuple(tokenizer.encode(a)) for a in answers}
         unknown = [a for a, ids in self.tokens.items() if not ids or tokenizer.unk_token_id in ids]
         if unknown:
-            raise ValueError(f"answers {unknown} are not in the tokenizer's vocabulary: build it from sim.vocabulary()")
-        prefixes = [a for a, ids in self.tokens.items() for b, other in self.tokens.items()
-                    if a != b and other[: len(ids)] == ids]
+            raise ValueError(
+                f"answers {unknown} are not in the tokenizer's vocabulary: build it from sim.vocabulary()"
+            )
+        prefixes = [
+            a
+            for a, ids in self.tokens.items()
+            for b, other in self.tokens.items()
+            if a != b and other[: len(ids)] == ids
+        ]
         if prefixes:
-            raise ValueError(f"answers {prefixes} are token prefixes of other answers: an answer must end unambiguously")
+            raise ValueError(
+                f"answers {prefixes} are token prefixes of other answers: an answer must end unambiguously"
+            )
         self.max_length = max(len(ids) for ids in self.tokens.values())
         self.continuations: dict[tuple[int, ...], set[int]] = {}
         for ids in self.tokens.values():
@@ -57,7 +65,8 @@ class AnswerSet:
                 self.continuations.setdefault(ids[:k], set()).add(ids[k])
 
     def allowed_mask(self, answer_ids: Sequence[int], vocab_size: int) -> Tensor:
-        """(max_length, V) bool: row k marks the tokens that can follow `answer_ids[:k]` (rows past the answer: none)."""
+        """(max_length, V) bool: row k marks the tokens that can follow `answer_ids[:k]`
+        (rows past the answer: none)."""
         mask = torch.zeros(self.max_length, vocab_size, dtype=torch.bool)
         for k in range(len(answer_ids)):
             mask[k, sorted(self.continuations[tuple(answer_ids[:k])])] = True
@@ -72,8 +81,8 @@ def scene_pixel_values(perception: PerceptionSet, scenes: Sequence[int], image_s
     views = np.stack([perception.images[scenes], perception.wrist_images[scenes]], axis=1)  # (B, 2, H, W, 3)
     if views.shape[2:4] != (image_size, image_size):
         raise ValueError(
-            f"the perception images are {views.shape[2]}x{views.shape[3]} px but the model takes {image_size} px: "
-            f"make the perception set with image_size={image_size}"
+            f"the perception images are {views.shape[2]}x{views.shape[3]} px but the model takes "
+            f"{image_size} px: make the perception set with image_size={image_size}"
         )
     pixels = torch.from_numpy(views).permute(0, 1, 4, 2, 3).float() / 255  # (B, 2, 3, H, W)
     norm = ImageNormalization()
@@ -117,7 +126,9 @@ def question_batch(
         row, segment, row_answers, row_positions, row_allowed = [first], [PREFIX], [], [], []
         for j, question in enumerate(questions, start=1):
             text, answer = tokenizer.encode(question.text), list(answers.tokens[question.answer])
-            last = num_patches + len(row) + len(text) - 1  # the question's last token in the multimodal sequence
+            last = (
+                num_patches + len(row) + len(text) - 1
+            )  # the question's last token in the multimodal sequence
             row += [*text, *answer[:-1]]
             segment += [j] * (len(text) + len(answer) - 1)
             row_answers.append((answer + pad)[: answers.max_length])
@@ -165,16 +176,19 @@ def packed_attention(segment: Tensor, num_patches: int) -> tuple[Tensor, Tensor]
 
 
 def qa_hidden_states(vlm: VLM, batch: dict[str, Tensor]) -> tuple[Tensor, ...]:
-    """Hidden states of the packed rows [first token, patches, questions] (no action queries), index i = layer i
-    (the last after the final norm), each (B, S + P, D)."""
+    """Hidden states of the packed rows [first token, patches, questions] (no action queries),
+    index i = layer i (the last after the final norm), each (B, S + P, D)."""
     language_model = vlm.language_model
     decoder = language_model.model
     embeds = language_model.get_input_embeddings()(batch["input_ids"])
     patches = vlm.projector(vlm.vision_backbone(batch["pixel_values"])).to(embeds.dtype)
     hidden = insert_patches(embeds, patches)
     visible, position_ids = packed_attention(batch["segment"], patches.shape[1])
-    # additive (0 / -inf-like), the one mask form that both SDPA and matmul attention (`models.attention`) read
-    mask = torch.zeros(visible.shape, dtype=hidden.dtype, device=hidden.device).masked_fill(~visible, torch.finfo(hidden.dtype).min)
+    # additive (0 / -inf-like), the one mask form that both SDPA and matmul attention
+    # (`models.attention`) read
+    mask = torch.zeros(visible.shape, dtype=hidden.dtype, device=hidden.device).masked_fill(
+        ~visible, torch.finfo(hidden.dtype).min
+    )
     rotary = decoder.rotary_emb(hidden, position_ids)
     states = [hidden]
     for layer in decoder.layers:

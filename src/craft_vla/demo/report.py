@@ -32,7 +32,9 @@ def _get(result: dict[str, Any], getter) -> float:
         return math.nan
 
 
-def summarise(results: list[dict[str, Any]], methods: tuple[str, ...]) -> dict[str, dict[str, tuple[float, float]]]:
+def summarise(
+    results: list[dict[str, Any]], methods: tuple[str, ...]
+) -> dict[str, dict[str, tuple[float, float]]]:
     """method -> column -> (mean, std over seeds)."""
     table = {}
     for method in methods:
@@ -44,21 +46,32 @@ def summarise(results: list[dict[str, Any]], methods: tuple[str, ...]) -> dict[s
     return table
 
 
-def markdown_table(table: dict[str, dict[str, tuple[float, float]]], snapshot_row: dict[str, float] | None) -> str:
+def markdown_table(
+    table: dict[str, dict[str, tuple[float, float]]], snapshot_row: dict[str, float] | None
+) -> str:
     header = "| method | " + " | ".join(name for name, _ in COLUMNS) + " |"
     lines = [header, "|" + " --- |" * (len(COLUMNS) + 1)]
     if snapshot_row:
-        lines.append("| snapshot (before fine-tuning) | " + " | ".join(
-            f"{snapshot_row[name]:.3f}" if name in snapshot_row else "" for name, _ in COLUMNS) + " |")
+        lines.append(
+            "| snapshot (before fine-tuning) | "
+            + " | ".join(f"{snapshot_row[name]:.3f}" if name in snapshot_row else "" for name, _ in COLUMNS)
+            + " |"
+        )
     for method, cols in table.items():
         cells = [f"{m:.3f} ± {s:.3f}" for m, s in cols.values()]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def targets(table: dict[str, dict[str, tuple[float, float]]], snapshot_row: dict[str, float], mean_prediction_l1: float,
-            wall_seconds: float, quick: bool) -> list[str]:
-    """The issue's acceptance targets read off the table (full SFT against CRaFT), one row each, with its bar."""
+def targets(
+    table: dict[str, dict[str, tuple[float, float]]],
+    snapshot_row: dict[str, float],
+    mean_prediction_l1: float,
+    wall_seconds: float,
+    quick: bool,
+) -> list[str]:
+    """The issue's acceptance targets read off the table (full SFT against CRaFT),
+    one row each, with its bar."""
     if not {"sft_full", "craft"} <= set(table):
         return []
     sft = {k: np.float64(v[0]) for k, v in table["sft_full"].items()}  # float64: 0 / 0 is nan, not an error
@@ -66,27 +79,55 @@ def targets(table: dict[str, dict[str, tuple[float, float]]], snapshot_row: dict
     kept = np.float64(snapshot_row["QA not needed by task"])
     with np.errstate(divide="ignore", invalid="ignore"):
         checks = [
-            ("full SFT learns the actions: its L1 / the mean prediction's", sft["action L1 (val)"] / mean_prediction_l1, "<=", 0.5),
+            (
+                "full SFT learns the actions: its L1 / the mean prediction's",
+                sft["action L1 (val)"] / mean_prediction_l1,
+                "<=",
+                0.5,
+            ),
             ("full SFT's success on the training tasks", sft["success train"], ">=", 0.8),
-            ("QA points full SFT loses on questions the task does not need", 100 * (kept - sft["QA not needed by task"]), ">=", 25),
-            ("CRaFT's accuracy on those questions / the snapshot's", craft["QA not needed by task"] / kept, ">=", 0.95),
+            (
+                "QA points full SFT loses on questions the task does not need",
+                100 * (kept - sft["QA not needed by task"]),
+                ">=",
+                25,
+            ),
+            (
+                "CRaFT's accuracy on those questions / the snapshot's",
+                craft["QA not needed by task"] / kept,
+                ">=",
+                0.95,
+            ),
             ("CRaFT's action L1 / full SFT's", craft["action L1 (val)"] / sft["action L1 (val)"], "<=", 1.05),
-            ("CRaFT's held-out success minus full SFT's", craft["success held-out"] - sft["success held-out"], ">=", 0.0),
-            ("wall time of this run, s (the first run adds pretraining)", wall_seconds, "<=", 180 if quick else 1200),
+            (
+                "CRaFT's held-out success minus full SFT's",
+                craft["success held-out"] - sft["success held-out"],
+                ">=",
+                0.0,
+            ),
+            (
+                "wall time of this run, s (the first run adds pretraining)",
+                wall_seconds,
+                "<=",
+                180 if quick else 1200,
+            ),
         ]
     caption = "The demo's targets, read off the table above" + (
         " (a quick run is a smoke test: only its time budget, 180 s, applies to it):" if quick else ":"
     )
     lines = [caption, "", "| target (means over seeds) | measured | bar | met |", "| --- | --- | --- | --- |"]
     for name, value, op, bar in checks:
-        value = round(float(value), 9)  # a mean of rates such as (0.83 + 0.80 + 0.77) / 3 is the bar 0.8, not 0.79999...
+        value = round(
+            float(value), 9
+        )  # a mean of rates such as (0.83 + 0.80 + 0.77) / 3 is the bar 0.8, not 0.79999...
         met = value <= bar if op == "<=" else value >= bar
         lines.append(f"| {name} | {value:.3f} | {op} {bar:g} | {'yes' if met else 'no'} |")
     return lines
 
 
 def run_costs(results: list[dict[str, Any]], methods: tuple[str, ...]) -> str:
-    """Mean seconds of fine-tuning and of evaluation per run of each method (one worker process, one thread)."""
+    """Mean seconds of fine-tuning and of evaluation per run of each method (one
+    worker process, one thread)."""
     parts = []
     for method in methods:
         rows = [r for r in results if r["method"] == method]
@@ -106,7 +147,13 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: Path) -> Path:
+def _save(fig, path: Path, titles: tuple[str, ...] = (), xlabel: str = "") -> Path:
+    """Title, label and legend each axis of `fig`, then write it to `path`."""
+    for ax, title in zip(fig.axes, titles):
+        ax.set_title(title)
+    for ax in fig.axes:
+        ax.set_xlabel(xlabel or ax.get_xlabel())
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     _pyplot().close(fig)
@@ -130,13 +177,8 @@ def plot_dynamics(out: Path, results: list[dict[str, Any]]) -> Path | None:
         axes[0].plot(steps, [x["craft/lambda"] for x in records], label=label, lw=0.9)
         axes[1].plot(steps, [x["craft/L_ret/epsilon"] for x in records], label=label, lw=0.7)
     axes[1].axhline(1.0, color="black", ls="--", lw=1, label="ε")
-    axes[0].set_title("λ")
-    axes[1].set_title("L_ret / ε")
     axes[1].set_yscale("log")
-    for ax in axes:
-        ax.set_xlabel("step")
-        ax.legend(fontsize=7)
-    return _save(fig, out / "craft_dynamics.png")
+    return _save(fig, out / "craft_dynamics.png", ("λ", "L_ret / ε"), "step")
 
 
 def plot_drift(out: Path, results: list[dict[str, Any]], methods: tuple[str, ...]) -> Path | None:
@@ -156,12 +198,8 @@ def plot_drift(out: Path, results: list[dict[str, Any]], methods: tuple[str, ...
     if not drawn:
         plt.close(fig)
         return None
-    axes[0].set_title("raw latent: CKA with the snapshot")
-    axes[1].set_title("action-query latent: CKA with the snapshot")
-    for ax in axes:
-        ax.set_xlabel("LLM layer")
-        ax.legend(fontsize=7)
-    return _save(fig, out / "drift_per_layer.png")
+    titles = ("raw latent: CKA with the snapshot", "action-query latent: CKA with the snapshot")
+    return _save(fig, out / "drift_per_layer.png", titles, "LLM layer")
 
 
 def plot_tradeoff(out: Path, results: list[dict[str, Any]], methods: tuple[str, ...]) -> Path:
@@ -173,40 +211,68 @@ def plot_tradeoff(out: Path, results: list[dict[str, Any]], methods: tuple[str, 
         x = [_get(r, COLUMNS[4][1]) for r in rows]
         y = [_get(r, COLUMNS[2][1]) for r in rows]
         ax.scatter(x, y, label=method)
-    ax.set_xlabel("QA accuracy, questions the task does not need")
     ax.set_ylabel("closed-loop success, held-out variants")
-    ax.legend(fontsize=7)
-    return _save(fig, out / "success_vs_retention.png")
+    return _save(
+        fig, out / "success_vs_retention.png", xlabel="QA accuracy, questions the task does not need"
+    )
 
 
-def write_report(out: Path, cfg, results: list[dict[str, Any]], timings: dict[str, float], snapshot: Path,
-                 snapshot_retention: dict[str, Any]) -> Path:
+def write_report(
+    out: Path,
+    cfg,
+    results: list[dict[str, Any]],
+    timings: dict[str, float],
+    snapshot: Path,
+    snapshot_retention: dict[str, Any],
+) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     table = summarise(results, cfg.methods)
     snapshot_metrics = json.loads((snapshot / "pretrain_metrics.json").read_text())
     snapshot_metrics["retention"] = snapshot_retention
     snapshot_row = {name: _get({"retention": snapshot_retention}, getter) for name, getter in COLUMNS[3:]}
     mean_prediction_l1 = float(np.nanmean([r.get("mean_prediction_l1", math.nan) for r in results]))
-    plots = [p for p in (plot_dynamics(out, results), plot_drift(out, results, cfg.methods), plot_tradeoff(out, results, cfg.methods)) if p]
-    (out / "results.json").write_text(json.dumps({"config": dataclasses.asdict(cfg), "timings": timings, "results": results,
-                                                   "summary": table, "snapshot": snapshot_metrics}, indent=2, default=str))
+    plots = [
+        p
+        for p in (
+            plot_dynamics(out, results),
+            plot_drift(out, results, cfg.methods),
+            plot_tradeoff(out, results, cfg.methods),
+        )
+        if p
+    ]
+    (out / "results.json").write_text(
+        json.dumps(
+            {
+                "config": dataclasses.asdict(cfg),
+                "timings": timings,
+                "results": results,
+                "summary": table,
+                "snapshot": snapshot_metrics,
+            },
+            indent=2,
+            default=str,
+        )
+    )
     lines = [
         "# craft-vla demo: representation collapse under plain fine-tuning, and CRaFT",
         "",
-        f"Measured {time.strftime('%Y-%m-%d %H:%M')} on {platform.node()} ({platform.processor() or platform.machine()}, "
-        f"{_cores()} cores), {'quick' if cfg.quick else 'full'} budget, seeds {list(cfg.seeds)}, {cfg.steps} fine-tuning steps, "
-        f"batch {cfg.batch_size}, AdamW lr {cfg.learning_rate} β2 {cfg.adam_beta2}, {cfg.resolved_precision()}; ε = {cfg.epsilon} ({cfg.epsilon_mode}), anchored parts "
-        f"{cfg.parts}, pooling {cfg.pool}, λ cap {cfg.lambda_max or 'none'}. Fine-tuning tasks {', '.join(cfg.tasks)} in scenes of "
-        f"{cfg.objects or '3-5'} object(s), {cfg.episodes_per_task} demonstrations per task; in closed loop the policy "
-        f"executes the first {cfg.execute_steps} actions of each predicted chunk, then replans.",
+        f"Measured {time.strftime('%Y-%m-%d %H:%M')} on {platform.node()} "
+        f"({platform.processor() or platform.machine()}, {_cores()} cores), "
+        f"{'quick' if cfg.quick else 'full'} budget, seeds {list(cfg.seeds)}, {cfg.steps} fine-tuning steps, "
+        f"batch {cfg.batch_size}, AdamW lr {cfg.learning_rate} β2 {cfg.adam_beta2}, "
+        f"{cfg.resolved_precision()}; ε = {cfg.epsilon} ({cfg.epsilon_mode}), anchored parts {cfg.parts}, "
+        f"pooling {cfg.pool}, λ cap {cfg.lambda_max or 'none'}. Fine-tuning tasks {', '.join(cfg.tasks)} in "
+        f"scenes of {cfg.objects or '3-5'} object(s), {cfg.episodes_per_task} demonstrations per task; in "
+        f"closed loop the policy executes the first {cfg.execute_steps} actions of each "
+        "predicted chunk, then replans.",
         "",
         markdown_table(table, snapshot_row),
         "",
         "Columns: action L1 on held-out demonstrations (normalised actions; predicting the mean chunk gives "
-        f"{mean_prediction_l1:.3f}); closed-loop success on the training "
-        "tasks and on held-out variants (unseen object combinations, placements and phrasings); accuracy of LM-head answers "
-        "to held-out perception questions, split by whether the manipulation tasks need that knowledge; a linear probe on "
-        "the bridge features; L_ret of the anchor features against the snapshot over held-out scenes.",
+        f"{mean_prediction_l1:.3f}); closed-loop success on the training tasks and on held-out variants "
+        "(unseen object combinations, placements and phrasings); accuracy of LM-head answers to held-out "
+        "perception questions, split by whether the manipulation tasks need that knowledge; a linear probe "
+        "on the bridge features; L_ret of the anchor features against the snapshot over held-out scenes.",
         "",
         *targets(table, snapshot_row, mean_prediction_l1, timings.get("total", math.nan), cfg.quick),
         "",
@@ -219,7 +285,8 @@ def write_report(out: Path, cfg, results: list[dict[str, Any]], timings: dict[st
         "",
         *[f"![{p.stem}]({p.name})" for p in plots],
         "",
-        "Each run's config (`config.yaml`), metrics (`metrics.jsonl`) and result (`result.json`) are under `runs/`.",
+        "Each run's config (`config.yaml`), metrics (`metrics.jsonl`) and result "
+        "(`result.json`) are under `runs/`.",
     ]
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")

@@ -81,14 +81,25 @@ def qa_accuracy(
     with evaluating(model):
         for start in range(0, len(perception), scenes_per_batch):
             # a scene's questions packed in one row: each computes what it would alone (qa.py), the image once
-            rows = [(i, perception.questions[i]) for i in range(start, min(start + scenes_per_batch, len(perception)))]
+            rows = [
+                (i, perception.questions[i])
+                for i in range(start, min(start + scenes_per_batch, len(perception)))
+            ]
             batch = question_batch(
-                perception, rows, tokenizer, answers, config.image_size, config.num_patches, config.llm.vocab_size
+                perception,
+                rows,
+                tokenizer,
+                answers,
+                config.image_size,
+                config.num_patches,
+                config.llm.vocab_size,
             )
             hidden = qa_hidden_states(vlm, batch)
             logits = answer_logits(vlm, hidden[-1], batch["answer_positions"])
             ok = answers_correct(logits, batch["answer_ids"], batch["allowed"])
-            correct.extend(flag for row, (_, questions) in enumerate(rows) for flag in ok[row, : len(questions)].tolist())
+            correct.extend(
+                flag for row, (_, questions) in enumerate(rows) for flag in ok[row, : len(questions)].tolist()
+            )
     groups: dict[str, list[bool]] = defaultdict(list)
     for (_, question), ok in zip(pairs, correct):
         groups["overall"].append(ok)
@@ -100,10 +111,15 @@ def qa_accuracy(
 
 
 def probe_batches(
-    perception: PerceptionSet, tokenizer: WordTokenizer, num_action_queries: int, image_size: int,
-    batch_size: int = 128, instruction: str = PROBE_INSTRUCTION,
+    perception: PerceptionSet,
+    tokenizer: WordTokenizer,
+    num_action_queries: int,
+    image_size: int,
+    batch_size: int = 128,
+    instruction: str = PROBE_INSTRUCTION,
 ) -> Iterator[Batch]:
-    """VLA batches of the perception scenes, all with the prompt of `instruction` (pixel_values, input_ids, mask)."""
+    """VLA batches of the perception scenes, all with the prompt of `instruction`
+    (pixel_values, input_ids, mask)."""
     ids = torch.tensor(prompt_token_ids(instruction, tokenizer, num_action_queries))
     for start in range(0, len(perception), batch_size):
         scenes = np.arange(start, min(start + batch_size, len(perception)))
@@ -162,7 +178,9 @@ def linear_probe(
     features = [
         anchor_features_of(
             policy,
-            probe_batches(s, tokenizer, config.num_action_queries, config.image_size, batch_size, instruction),
+            probe_batches(
+                s, tokenizer, config.num_action_queries, config.image_size, batch_size, instruction
+            ),
             spec,
         )
         for s in (train, heldout)
@@ -203,7 +221,9 @@ def pooled_bridge_conditions(policy: VLAAdapterPolicy, batch: Batch) -> tuple[li
     """Mean-pooled C_R and C_AQ of every layer 0..L: two lists of L + 1 tensors (B, D), float32."""
     vlm = as_vlm(policy)
     hidden = vlm.hidden_states(batch)
-    raw_mask, aq_mask = policy.bridge_positions(batch["attention_mask"], vlm.num_patches(batch["pixel_values"]))
+    raw_mask, aq_mask = policy.bridge_positions(
+        batch["attention_mask"], vlm.num_patches(batch["pixel_values"])
+    )
     return [pool_tokens(h, raw_mask) for h in hidden], [pool_tokens(h, aq_mask) for h in hidden]
 
 
@@ -236,4 +256,3 @@ def feature_drift(
         result[f"{part}_relative_l2"] = [d / s if s > 0 else float("nan") for d, s in zip(l2, spread)]
         result[f"{part}_cka"] = [linear_cka(b, a) for b, a in zip(before, after)]
     return result
-

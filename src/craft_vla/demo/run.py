@@ -39,7 +39,12 @@ def generate_data(cfg: DemoConfig) -> Path:
     from craft_vla.sim.demonstrations import write_demonstrations
 
     key = "data-" + settings_hash(
-        DEMO_VERSION, cfg.image_size, cfg.episodes_per_task, cfg.val_episodes_per_task, cfg.tasks, cfg.objects,
+        DEMO_VERSION,
+        cfg.image_size,
+        cfg.episodes_per_task,
+        cfg.val_episodes_per_task,
+        cfg.tasks,
+        cfg.objects,
         *([cfg.action_noise] if cfg.action_noise else []),  # noise-free keys stay those of earlier versions
     )
 
@@ -49,7 +54,14 @@ def generate_data(cfg: DemoConfig) -> Path:
             (VAL_DATASET, cfg.val_episodes_per_task, 500_000, 0.0),
         ):
             report = write_demonstrations(
-                tmp, n, cfg.image_size, seed=seed, workers=cfg.workers, tasks=cfg.tasks, name=name, config=cfg.world(),
+                tmp,
+                n,
+                cfg.image_size,
+                seed=seed,
+                workers=cfg.workers,
+                tasks=cfg.tasks,
+                name=name,
+                config=cfg.world(),
                 action_noise=noise,
             )
             print(report.summary())
@@ -95,13 +107,17 @@ def base_finetune_config(cfg: DemoConfig, data_root: Path, snapshot: Path, run_r
 
 def job_config(cfg: DemoConfig, base, method: str, seed: int, threads: int):
     return dataclasses.replace(
-        base, seed=seed, run_id_override=f"{method}-seed{seed}", threads=threads,
+        base,
+        seed=seed,
+        run_id_override=f"{method}-seed{seed}",
+        threads=threads,
         **method_overrides(method, cfg.fixed_penalty_weight),
     )
 
 
 def run_job(args: tuple) -> dict[str, Any]:
-    """Fine-tune one (method, seed) and evaluate it, in a worker process with `ft_cfg.threads` torch threads."""
+    """Fine-tune one (method, seed) and evaluate it, in a worker process with
+    `ft_cfg.threads` torch threads."""
     cfg, ft_cfg, method, seed, snapshot = args
     from craft_vla.demo.evaluate import action_l1, closed_loop, load_finetuned, retention_report
     from craft_vla.training.finetune import finetune
@@ -111,10 +127,22 @@ def run_job(args: tuple) -> dict[str, Any]:
     train_seconds = time.perf_counter() - start
     policy, tokenizer, statistics = load_finetuned(ft_cfg, run_dir)
     stats = statistics[DATASET]
-    result: dict[str, Any] = {"method": method, "seed": seed, "run_dir": str(run_dir), "train_seconds": train_seconds}
+    result: dict[str, Any] = {
+        "method": method,
+        "seed": seed,
+        "run_dir": str(run_dir),
+        "train_seconds": train_seconds,
+    }
     result.update(action_l1(policy, ft_cfg, tokenizer, statistics, ft_cfg.data_root_dir, VAL_DATASET))
     result["closed_loop"] = closed_loop(
-        policy, tokenizer, stats, cfg.image_size, cfg.eval_episodes_per_task, cfg.eval_splits, cfg.tasks, cfg.world(),
+        policy,
+        tokenizer,
+        stats,
+        cfg.image_size,
+        cfg.eval_episodes_per_task,
+        cfg.eval_splits,
+        cfg.tasks,
+        cfg.world(),
         execute_steps=cfg.execute_steps,
     )
     result["retention"] = retention_report(policy, ft_cfg, tokenizer, snapshot, cfg.retention_scenes)
@@ -148,14 +176,22 @@ def run_demo(cfg: DemoConfig) -> Path:
     timings: dict[str, float] = {}
     data_root = generate_data(cfg)
     timings["data"] = time.perf_counter() - start
-    # the snapshot is pretrained in float32 on every machine: it plays the released VLM, the same wherever the demo runs
+    # the snapshot is pretrained in float32 on every machine: it plays the released VLM, the
+    # same wherever the demo runs
     snapshot = pretrained_snapshot(quick_pretrain_config() if cfg.quick else PretrainConfig(), cfg.cache_root)
     timings["pretraining"] = time.perf_counter() - start - sum(timings.values())
     out_dir = Path(cfg.out_dir)
     run_root = out_dir / "runs"
     base = base_finetune_config(cfg, data_root, snapshot, run_root, Path())
     cache_key = "anchors-" + settings_hash(
-        DEMO_VERSION, str(snapshot), str(data_root), cfg.raw_layer, cfg.aq_layer, cfg.parts, cfg.pool, cfg.resolved_precision()
+        DEMO_VERSION,
+        str(snapshot),
+        str(data_root),
+        cfg.raw_layer,
+        cfg.aq_layer,
+        cfg.parts,
+        cfg.pool,
+        cfg.resolved_precision(),
     )
     cache_path = cfg.cache_root / cache_key
     base = dataclasses.replace(base, craft_cache_path=str(cache_path))
@@ -163,14 +199,22 @@ def run_demo(cfg: DemoConfig) -> Path:
         build_cache(dataclasses.replace(base, use_craft=True))
     if not cfg.dual_lr:
         spread = json.loads((cache_path / "meta.json").read_text())["spread"]
-        epsilon = resolve_epsilon(cfg.epsilon, cfg.epsilon_mode, spread, cfg.parts)  # the ε the trainer will use
-        base = dataclasses.replace(base, craft_dual_lr=0.1 / epsilon)  # λ grows by 0.1 a step while L_ret = 2ε
+        epsilon = resolve_epsilon(
+            cfg.epsilon, cfg.epsilon_mode, spread, cfg.parts
+        )  # the ε the trainer will use
+        base = dataclasses.replace(
+            base, craft_dual_lr=0.1 / epsilon
+        )  # λ grows by 0.1 a step while L_ret = 2ε
     timings["anchor_cache"] = time.perf_counter() - start - sum(timings.values())
     snapshot_row = snapshot_retention(cfg, base, snapshot)
     threads = threads_per_process(cfg.workers, cfg.threads)
-    jobs = [(cfg, job_config(cfg, base, m, s, threads), m, s, snapshot) for s in cfg.seeds for m in cfg.methods]
-    print(f"fine-tuning {len(jobs)} runs ({len(cfg.methods)} methods × {len(cfg.seeds)} seeds), {cfg.workers} at a "
-          f"time with {threads} torch thread(s) each")
+    jobs = [
+        (cfg, job_config(cfg, base, m, s, threads), m, s, snapshot) for s in cfg.seeds for m in cfg.methods
+    ]
+    print(
+        f"fine-tuning {len(jobs)} runs ({len(cfg.methods)} methods × {len(cfg.seeds)} seeds), {cfg.workers} "
+        f"at a time with {threads} torch thread(s) each"
+    )
     if cfg.workers > 1:
         # longest runs first, so that the workers finish together
         by_cost = sorted(jobs, key=lambda job: -method_cost(job[2], base.anchor_batch_size / base.batch_size))

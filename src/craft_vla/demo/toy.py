@@ -96,7 +96,9 @@ def train_toy(
             record = {"step": step, "loss": l_act.item()}
         else:
             anchor_index = torch.randint(0, len(problem.x_anchor), (batch_size,), generator=gen)
-            anchor_batches = micro_batches((problem.x_anchor, problem.f_tilde), anchor_index, grad_accumulation_steps)
+            anchor_batches = micro_batches(
+                (problem.x_anchor, problem.f_tilde), anchor_index, grad_accumulation_steps
+            )
             stats = craft.run(model, action_batches, anchor_batches, toy_action_loss, toy_retention_loss)
             record = {"step": step, "loss": stats.l_act, **stats.as_log()}
         optimizer.step()
@@ -133,7 +135,9 @@ def run_toy_demo(steps: int = 300, seed: int = 0, epsilon: float = 0.05) -> dict
         model = copy.deepcopy(snapshot)
         print(f"--- {name} ---")
         start = time.perf_counter()
-        history = train_toy(model, problem, steps, use_craft, epsilon=epsilon, seed=seed, log_every=max(steps // 10, 1))
+        history = train_toy(
+            model, problem, steps, use_craft, epsilon=epsilon, seed=seed, log_every=max(steps // 10, 1)
+        )
         with torch.no_grad():
             l_act = toy_action_loss(model, (problem.x, problem.y)).item()
         results[name] = {
@@ -142,7 +146,13 @@ def run_toy_demo(steps: int = 300, seed: int = 0, epsilon: float = 0.05) -> dict
             "seconds": time.perf_counter() - start,
             "final_lambda": history[-1].get("craft/lambda_next", 0.0),
         }
-    print(f"\n{'method':8s} {'action L1':>10s} {'drift L_ret':>12s} {'lambda':>8s} {'seconds':>8s}   (epsilon {epsilon})")
+    print(
+        f"\n{'method':8s} {'action L1':>10s} {'drift L_ret':>12s} {'lambda':>8s} "
+        f"{'seconds':>8s}   (epsilon {epsilon})"
+    )
     for name, r in results.items():
-        print(f"{name:8s} {r['action_l1']:10.4f} {r['drift']:12.4f} {r['final_lambda']:8.3f} {r['seconds']:8.2f}")
+        print(
+            f"{name:8s} {r['action_l1']:10.4f} {r['drift']:12.4f} "
+            f"{r['final_lambda']:8.3f} {r['seconds']:8.2f}"
+        )
     return results

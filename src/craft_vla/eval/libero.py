@@ -56,7 +56,8 @@ class LiberoEvalConfig:
 
     def protocol(self) -> LiberoProtocol:
         return LiberoProtocol(
-            env_resolution=self.env_img_res, settle_steps=self.num_steps_wait,
+            env_resolution=self.env_img_res,
+            settle_steps=self.num_steps_wait,
             num_open_loop_steps=self.num_open_loop_steps,
         )
 
@@ -105,11 +106,19 @@ def build_episodes(config: LiberoEvalConfig) -> list[EpisodeSpec]:
                 if trial < config.save_videos:
                     name = f"{suite}--task{task.index:02d}--trial{trial:02d}.{suffix}"
                     video = str(config.out_dir / "videos" / name)
-                episodes.append(EpisodeSpec(
-                    suite=suite, task_index=task.index, task=task.name, instruction=task.instruction,
-                    trial=trial, init_state=state, bddl_file=task.bddl_file, max_steps=max_steps,
-                    video_path=video,
-                ))
+                episodes.append(
+                    EpisodeSpec(
+                        suite=suite,
+                        task_index=task.index,
+                        task=task.name,
+                        instruction=task.instruction,
+                        trial=trial,
+                        init_state=state,
+                        bddl_file=task.bddl_file,
+                        max_steps=max_steps,
+                        video_path=video,
+                    )
+                )
     return episodes
 
 
@@ -128,12 +137,21 @@ def evaluate_libero(
     env_factory = env_factory or LiberoEnvFactory(config.env_img_res)
     started = time.perf_counter()
     results = run_libero_episodes(
-        episodes, policy, env_factory, protocol, num_envs=config.num_envs, progress=config.progress,
+        episodes,
+        policy,
+        env_factory,
+        protocol,
+        num_envs=config.num_envs,
+        progress=config.progress,
         desc=config.suite,
     )
     wall = time.perf_counter() - started
-    run_config = {**asdict(config), "out_dir": str(config.out_dir), "protocol": asdict(protocol),
-                  "policy": {"class": type(policy).__name__, **(policy_info or {})}}
+    run_config = {
+        **asdict(config),
+        "out_dir": str(config.out_dir),
+        "protocol": asdict(protocol),
+        "policy": {"class": type(policy).__name__, **(policy_info or {})},
+    }
     document = results_document(results, run_config)
     document["timing"] = {
         "wall_seconds": wall,

@@ -111,16 +111,28 @@ class EpisodeWorker:
         if self.steps == 0:
             self._record(raw)
         spec = self.spec
-        return "obs", {**observe(raw, self.protocol), "instruction": spec.instruction, "suite": spec.suite,
-                       "task_index": spec.task_index, "trial": spec.trial, "step": self.steps}
+        return "obs", {
+            **observe(raw, self.protocol),
+            "instruction": spec.instruction,
+            "suite": spec.suite,
+            "task_index": spec.task_index,
+            "trial": spec.trial,
+            "step": self.steps,
+        }
 
     def _finish(self, success: bool, error: BaseException | None = None) -> Reply:
         spec, frames, self.frames = self.spec, self.frames, []
         if spec.video_path and frames:
             write_video(frames, spec.video_path)
         result = EpisodeResult(
-            suite=spec.suite, task_index=spec.task_index, task=spec.task, instruction=spec.instruction,
-            trial=spec.trial, success=success, steps=self.steps, seconds=time.perf_counter() - self.started,
+            suite=spec.suite,
+            task_index=spec.task_index,
+            task=spec.task,
+            instruction=spec.instruction,
+            trial=spec.trial,
+            success=success,
+            steps=self.steps,
+            seconds=time.perf_counter() - self.started,
             error="" if error is None else f"{type(error).__name__}: {error}",
         )
         return "done", result
@@ -151,6 +163,12 @@ def run_libero_episodes(
     make_worker = functools.partial(EpisodeWorker, env_factory, protocol)
     handles = start_handles(make_worker, min(num_envs, len(episodes)))
     return run_episodes(
-        episodes, policy, handles, len(protocol.settle_action), ACTION_MEANING, protocol.num_open_loop_steps,
-        progress, desc,
+        episodes,
+        policy,
+        handles,
+        len(protocol.settle_action),
+        ACTION_MEANING,
+        protocol.num_open_loop_steps,
+        progress,
+        desc,
     )

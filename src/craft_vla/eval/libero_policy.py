@@ -91,8 +91,10 @@ def resolve_unnorm_key(statistics: dict[str, Any], suite: str, unnorm_key: str |
 def check_fits_libero(statistics: DatasetStatistics, action_dim: int, use_proprio: bool) -> None:
     """Refuse a model or statistics whose action (or proprio) size does not fit LIBERO (7 and 8)."""
     action = "6 delta EEF dims + gripper"
-    sizes = [("the model's action dimension", action_dim, LIBERO_ACTION_DIM, action),
-             ("the action statistics", statistics.action.dim, LIBERO_ACTION_DIM, action)]
+    sizes = [
+        ("the model's action dimension", action_dim, LIBERO_ACTION_DIM, action),
+        ("the action statistics", statistics.action.dim, LIBERO_ACTION_DIM, action),
+    ]
     if use_proprio:
         found = statistics.proprio.dim if statistics.proprio is not None else 0
         sizes.append(

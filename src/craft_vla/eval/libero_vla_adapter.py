@@ -84,8 +84,11 @@ class VLAAdapterChunkPolicy(VLAChunkPolicy):
         if device.startswith("cuda"):
             policy = policy.to(torch.bfloat16)  # VLA-Adapter evaluates in bf16 on GPU
         info = {
-            "checkpoint": str(directory), "step": loaded.step, "device": device,
-            "use_pro_version": policy.config.use_pro_version, "head_input_bf16": loaded.head_input_bf16,
+            "checkpoint": str(directory),
+            "step": loaded.step,
+            "device": device,
+            "use_pro_version": policy.config.use_pro_version,
+            "head_input_bf16": loaded.head_input_bf16,
         }
         return cls(policy, loaded.tokenizer, statistics, unnorm_keys, center_crop, loaded.normalization, info)
 

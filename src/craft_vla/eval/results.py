@@ -42,8 +42,12 @@ def wilson_interval(successes: int, trials: int, z: float = Z_95) -> tuple[float
 
 def _rate(successes: int, trials: int) -> dict[str, Any]:
     low, high = wilson_interval(successes, trials)
-    return {"successes": successes, "trials": trials, "success_rate": successes / trials if trials else 0.0,
-            "ci95": [low, high]}
+    return {
+        "successes": successes,
+        "trials": trials,
+        "success_rate": successes / trials if trials else 0.0,
+        "ci95": [low, high],
+    }
 
 
 def summarise(episodes: list[EpisodeResult]) -> dict[str, Any]:
@@ -55,10 +59,16 @@ def summarise(episodes: list[EpisodeResult]) -> dict[str, Any]:
     tasks: dict[tuple[str, int], dict[str, Any]] = {}
     suites: dict[str, list[int]] = {}
     for ep in episodes:
-        row = tasks.setdefault((ep.suite, ep.task_index), {
-            "suite": ep.suite, "task_index": ep.task_index, "task": ep.task, "instruction": ep.instruction,
-            "n": [0, 0],
-        })
+        row = tasks.setdefault(
+            (ep.suite, ep.task_index),
+            {
+                "suite": ep.suite,
+                "task_index": ep.task_index,
+                "task": ep.task,
+                "instruction": ep.instruction,
+                "n": [0, 0],
+            },
+        )
         if row["instruction"] != ep.instruction:
             row["instruction"] = ep.task
         row["n"][0] += ep.success
@@ -118,14 +128,17 @@ def format_rate(row: dict[str, Any]) -> str:
 def markdown_table(document: dict[str, Any]) -> str:
     """Per-task rows then one row per suite: success rate, 95 % interval, successes/trials."""
     lines = ["| suite | task | success (95 % CI) |", "| --- | --- | --- |"]
-    lines += [f"| {r['suite']} | {r['task_index']}: {r['instruction']} | {format_rate(r)} |"
-              for r in document["tasks"]]
+    lines += [
+        f"| {r['suite']} | {r['task_index']}: {r['instruction']} | {format_rate(r)} |"
+        for r in document["tasks"]
+    ]
     lines += [f"| **{r['suite']}** | all | **{format_rate(r)}** |" for r in document["suites"]]
     return "\n".join(lines)
 
 
 def compare_table(a: dict[str, Any], b: dict[str, Any], name_a: str = "A", name_b: str = "B") -> str:
     """Two results side by side (markdown), per task and per suite, with the difference in points."""
+
     def rows(document: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
         table = {(r["suite"], f"{r['task_index']}: {r['instruction']}"): r for r in document["tasks"]}
         table.update({(r["suite"], "all"): r for r in document["suites"]})
@@ -133,8 +146,10 @@ def compare_table(a: dict[str, Any], b: dict[str, Any], name_a: str = "A", name_
 
     rows_a, rows_b = rows(a), rows(b)
     keys = list(rows_a) + [k for k in rows_b if k not in rows_a]
-    lines = [f"| suite | task | {name_a} | {name_b} | {name_b} − {name_a} |",
-             "| --- | --- | --- | --- | --- |"]
+    lines = [
+        f"| suite | task | {name_a} | {name_b} | {name_b} − {name_a} |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for key in keys:
         ra, rb = rows_a.get(key), rows_b.get(key)
         diff = f"{100 * (rb['success_rate'] - ra['success_rate']):+.1f}" if ra and rb else ""

@@ -55,9 +55,14 @@ class TabletopRunner:
             if done:
                 episode = self.env.episode
                 return "done", EpisodeResult(
-                    suite=tabletop_suite(episode.split), task_index=TASK_NAMES.index(episode.task),
-                    task=episode.task, instruction=episode.instruction, trial=episode.seed,
-                    success=info["success"], steps=info["steps"], seconds=time.perf_counter() - self.started,
+                    suite=tabletop_suite(episode.split),
+                    task_index=TASK_NAMES.index(episode.task),
+                    task=episode.task,
+                    instruction=episode.instruction,
+                    trial=episode.seed,
+                    success=info["success"],
+                    steps=info["steps"],
+                    seconds=time.perf_counter() - self.started,
                 )
         return "obs", self._observation()
 
@@ -67,10 +72,18 @@ class TabletopRunner:
     def _observation(self) -> dict[str, Any]:
         env, episode = self.env, self.env.episode
         obs = env.observation()
-        return {"full_image": obs["image"], "wrist_image": obs["wrist_image"], "state": obs["state"],
-                "instruction": episode.instruction, "suite": tabletop_suite(episode.split),
-                "task": episode.task, "task_index": TASK_NAMES.index(episode.task), "trial": episode.seed,
-                "step": env.steps, "env_index": self.index}
+        return {
+            "full_image": obs["image"],
+            "wrist_image": obs["wrist_image"],
+            "state": obs["state"],
+            "instruction": episode.instruction,
+            "suite": tabletop_suite(episode.split),
+            "task": episode.task,
+            "task_index": TASK_NAMES.index(episode.task),
+            "trial": episode.seed,
+            "step": env.steps,
+            "env_index": self.index,
+        }
 
 
 class TabletopEvaluator:

@@ -53,8 +53,9 @@ class VLAChunkPolicy:
 
         num_images = self.policy.config.num_images_in_input
         inputs = [
-            Observation([o["full_image"], o["wrist_image"]][:num_images], o["instruction"],
-                        np.asarray(o["state"]))
+            Observation(
+                [o["full_image"], o["wrist_image"]][:num_images], o["instruction"], np.asarray(o["state"])
+            )
             for o in observations
         ]
         groups: dict[str, list[int]] = {}
@@ -63,8 +64,12 @@ class VLAChunkPolicy:
         chunks: list[np.ndarray | None] = [None] * len(observations)
         for key, indices in groups.items():
             predicted = predict_actions(
-                self.policy, [inputs[i] for i in indices], self.tokenizer, self.statistics[key],
-                self.sample_config, self.normalization,
+                self.policy,
+                [inputs[i] for i in indices],
+                self.tokenizer,
+                self.statistics[key],
+                self.sample_config,
+                self.normalization,
             )
             for i, chunk in zip(indices, predicted):
                 chunks[i] = chunk

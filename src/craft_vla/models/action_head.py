@@ -22,7 +22,8 @@ def rotate_pairs(x: Tensor) -> Tensor:
 def rotary_tables(
     length: int, head_dim: int, device: torch.device, dtype: torch.dtype
 ) -> tuple[Tensor, Tensor]:
-    """cos, sin (length, head_dim) of the angles [p·f, p·f] with f the head_dim/2 inverse frequencies base 10000."""
+    """cos, sin (length, head_dim) of the angles [p·f, p·f] with f the head_dim/2
+    inverse frequencies base 10000."""
     inv_freq = 1.0 / (10000 ** (torch.arange(0, head_dim, 2).float() / head_dim))
     angles = torch.outer(torch.arange(length, device=device, dtype=torch.float32), inv_freq.to(device))
     angles = torch.cat([angles, angles], dim=-1)
@@ -36,7 +37,8 @@ def apply_rotary(x: Tensor, dtype: torch.dtype) -> Tensor:
 
 
 class BridgeBlockBase(nn.Module):
-    """What both block versions share: query/output projections, the task gate, the FFN with the residual inside."""
+    """What both block versions share: query/output projections, the task gate, the FFN
+    with the residual inside."""
 
     def __init__(self, dim: int, num_heads: int) -> None:
         super().__init__()

@@ -12,7 +12,8 @@ from transformers import PreTrainedModel
 
 
 def set_matmul_attention(model: nn.Module) -> None:
-    """Compute attention as softmax(q kᵀ / √d) v with explicit matmuls in every Qwen2 and timm block of `model`."""
+    """Compute attention as softmax(q kᵀ / √d) v with explicit matmuls in every Qwen2
+    and timm block of `model`."""
     for module in model.modules():
         if isinstance(module, PreTrainedModel):
             module.set_attn_implementation("eager")

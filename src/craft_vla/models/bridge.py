@@ -1,4 +1,5 @@
-"""Where the bridge conditions sit in the multimodal sequence: one definition for training, anchors and inference.
+"""Where the bridge conditions sit in the multimodal sequence: one definition for
+training, anchors and inference.
 
 The multimodal sequence is [first token, P patch tokens, rest of the prompt, Q action queries, padding];
 the action queries are the last Q real tokens of each row of the text `attention_mask`.
@@ -17,7 +18,8 @@ def placeholder_mask(attention_mask: Tensor, num_action_queries: int) -> Tensor:
     if bool(((counts <= num_action_queries) | ~mask[:, 0]).any()):  # one host sync for both checks
         raise ValueError(
             f"each row must be right-padded and hold its prompt plus {num_action_queries} action-query "
-            f"placeholders; found first-position mask {mask[:, 0].tolist()} and real-token counts {counts.tolist()}"
+            f"placeholders; found first-position mask {mask[:, 0].tolist()} and "
+            f"real-token counts {counts.tolist()}"
         )
     from_end = mask.flip(1).long().cumsum(dim=1).flip(1)
     return mask & (from_end <= num_action_queries)

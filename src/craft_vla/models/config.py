@@ -41,7 +41,8 @@ class LLMConfig:
 
 @dataclass(frozen=True)
 class VLAAdapterConfig:
-    """The whole policy: vision towers, projector, LLM, action queries, bridge-attention head, proprio projector."""
+    """The whole policy: vision towers, projector, LLM, action queries,
+    bridge-attention head, proprio projector."""
 
     featurizer: ViTConfig  # DINOv2 tower (3 ImageNet-normalised channels per image)
     fused_featurizer: ViTConfig  # SigLIP tower (3 channels normalised with mean 0.5, std 0.5)
@@ -67,7 +68,8 @@ class VLAAdapterConfig:
         for tower in (self.featurizer, self.fused_featurizer):
             if self.image_size % tower.patch_size:
                 raise ValueError(
-                    f"image_size {self.image_size} is not a multiple of {tower.timm_name}'s patch size {tower.patch_size}"
+                    f"image_size {self.image_size} is not a multiple of "
+                    f"{tower.timm_name}'s patch size {tower.patch_size}"
                 )
         if self.featurizer.patch_size != self.fused_featurizer.patch_size:
             raise ValueError(
@@ -75,7 +77,8 @@ class VLAAdapterConfig:
             )
         if self.llm.hidden_size % (2 * self.head_num_heads):
             raise ValueError(
-                f"the head splits hidden size {self.llm.hidden_size} into {self.head_num_heads} heads of even size"
+                f"the head splits hidden size {self.llm.hidden_size} into "
+                f"{self.head_num_heads} heads of even size"
             )
 
     @property
@@ -152,7 +155,8 @@ PRESETS = {"vla-adapter-qwen25-0.5b": _qwen25_05b, "tiny": _tiny, "craft-demo": 
 
 
 def get_config(name: str, **overrides: Any) -> VLAAdapterConfig:
-    """The preset `name` ("vla-adapter-qwen25-0.5b", "tiny" or "craft-demo") with top-level fields replaced by `overrides`."""
+    """The preset `name` ("vla-adapter-qwen25-0.5b", "tiny" or "craft-demo") with top-level
+    fields replaced by `overrides`."""
     if name not in PRESETS:
         raise ValueError(f"unknown model preset {name!r}; choose one of {sorted(PRESETS)}")
     return replace(PRESETS[name](), **overrides)

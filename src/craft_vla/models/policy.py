@@ -1,7 +1,9 @@
-"""VLAAdapterPolicy: the one module the trainer wraps (DDP / FSDP2), holding `vla`, `action_head`, `proprio_projector`.
+"""VLAAdapterPolicy: the one module the trainer wraps (DDP / FSDP2),
+holding `vla`, `action_head`, `proprio_projector`.
 
 Both passes go through `forward`, so a wrapper averages both gradients:
-- `policy(batch)` -> ActionOutput: the predicted chunk (B, T, A) and, with `actions` in the batch, the L1 loss;
+- `policy(batch)` -> ActionOutput: the predicted chunk (B, T, A) and, with `actions` in the batch,
+  the L1 loss;
 - `policy(batch, anchor_spec=spec)` -> (B, F) anchor features from the VLM truncated after layer
   max(raw_layer, aq_layer): no policy head, no later layers, no LM head.
 """
@@ -65,7 +67,8 @@ class VLAAdapterPolicy(nn.Module):
         freeze_unused(self)
 
     def bridge_positions(self, attention_mask: Tensor, num_patches: int) -> tuple[Tensor, Tensor]:
-        """(raw_mask, aq_mask) bool (B, S + num_patches); the one definition used by training, anchors and inference."""
+        """(raw_mask, aq_mask) bool (B, S + num_patches); the one definition used by
+        training, anchors and inference."""
         return unwrap_vlm(self.vla).bridge_positions(attention_mask, num_patches)
 
     def blocks(self) -> list[nn.Module]:
@@ -86,8 +89,8 @@ class VLAAdapterPolicy(nn.Module):
     ) -> ActionOutput | Tensor:
         """Action pass (ActionOutput), or with `anchor_spec` the truncated anchor pass ((B, F) features).
 
-        `feature_spec` additionally returns the anchor features of the full action pass in `ActionOutput.features`
-        (read from the hidden states it already computed).
+        `feature_spec` additionally returns the anchor features of the full action pass in
+        `ActionOutput.features` (read from the hidden states it already computed).
         """
         vla = unwrap_vlm(self.vla)
         raw_mask, aq_mask = self.bridge_positions(
@@ -149,7 +152,8 @@ def unwrap_vlm(vla: nn.Module) -> VLM:
 
 
 def l1_action_loss(predicted: Tensor, target: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-    """Mean L1 (the training loss) and detached side metrics: L1 of the current action and of the next ones."""
+    """Mean L1 (the training loss) and detached side metrics: L1 of the current
+    action and of the next ones."""
     if predicted.shape != target.shape:
         raise ValueError(
             f"predicted actions {tuple(predicted.shape)} and targets {tuple(target.shape)} differ in shape"

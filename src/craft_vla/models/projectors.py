@@ -1,4 +1,5 @@
-"""The two small MLPs: fused patch features -> LLM width, and proprio -> one LLM-width token for the policy."""
+"""The two small MLPs: fused patch features -> LLM width, and proprio -> one LLM-width token
+for the policy."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Strict, safe state-dict I/O: tensors only (safetensors or `weights_only=True`), atomic writes, clear mismatches."""
+"""Strict, safe state-dict I/O: tensors only (safetensors or `weights_only=True`), atomic
+writes, clear mismatches."""
 
 from __future__ import annotations
 

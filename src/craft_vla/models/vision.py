@@ -47,7 +47,8 @@ def build_featurizer(tower: ViTConfig, image_size: int) -> nn.Module:
 
 
 def patch_features(vit: nn.Module, images: Tensor) -> Tensor:
-    """Patch tokens (N, num_patches, C) after the second-to-last block, prefix tokens dropped, no final norm."""
+    """Patch tokens (N, num_patches, C) after the second-to-last block, prefix
+    tokens dropped, no final norm."""
     (features,) = vit.forward_intermediates(
         images,
         indices=[len(vit.blocks) - 2],
@@ -74,7 +75,8 @@ class DinoSigLIPBackbone(nn.Module):
         self.fused_featurizer = build_featurizer(config.fused_featurizer, config.image_size)
 
     def unused_parts(self) -> list[nn.Module]:
-        """Modules kept for checkpoint compatibility whose outputs are never used (last block, norms, pooling)."""
+        """Modules kept for checkpoint compatibility whose outputs are never used
+        (last block, norms, pooling)."""
         return unused_parts(self.featurizer) + unused_parts(self.fused_featurizer)
 
     def forward(self, pixel_values: Tensor) -> Tensor:

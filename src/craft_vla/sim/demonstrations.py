@@ -61,7 +61,8 @@ def expert_states(num_episodes: int, config: WorldConfig | None = None) -> list[
 def record_demonstration(
     env: TabletopEnv, task: str, seed: int, action_noise: float = 0.0
 ) -> dict[str, Any] | None:
-    """Run the expert on episode (task, seed) of `env`'s split; the RLDS episode dict, or None if it failed."""
+    """Run the expert on episode (task, seed) of `env`'s split; the RLDS episode
+    dict, or None if it failed."""
     obs = env.reset(task, seed)
     rng = np.random.default_rng([seed, zlib.crc32(f"noise/{task}".encode())])
     frames: dict[str, list[np.ndarray]] = {"image": [], "wrist_image": [], "state": [], "action": []}
@@ -210,7 +211,10 @@ def write_demonstrations(
         raise RuntimeError(f"cannot generate: no episodes requested or the expert failed on {specs[:1]}")
     features = infer_features(probe)
     name = name or dataset_name(split)
-    description = f"craft-vla embedded tabletop suite, split {split}, expert demonstrations, action noise {action_noise}"
+    description = (
+        f"craft-vla embedded tabletop suite, split {split}, expert demonstrations, "
+        f"action noise {action_noise}"
+    )
     writer = RLDSWriter(
         out_dir, name, features, version=DATASET_VERSION, overwrite=overwrite, description=description
     )
@@ -218,7 +222,14 @@ def write_demonstrations(
     failed: list[tuple[str, int]] = []
     try:
         for spec, record, num in iter_demonstrations(
-            specs, split, image_size, workers, action_noise, features=features, progress=progress, config=config
+            specs,
+            split,
+            image_size,
+            workers,
+            action_noise,
+            features=features,
+            progress=progress,
+            config=config,
         ):
             if record is None:
                 failed.append(spec)
@@ -235,9 +246,9 @@ def write_demonstrations(
 
 @dataclass
 class GenerateConfig:
-    """`craft-vla data generate OUT_DIR`: expert demonstrations of the embedded tabletop suite as an RLDS dataset
-    in OUT_DIR/<name>/1.0.0/. Tasks: reach, pick_up, stack, unstack, place_side, place_corner, place_middle,
-    place_relation, push_side. Splits: train, heldout."""
+    """`craft-vla data generate OUT_DIR`: expert demonstrations of the embedded tabletop suite as an RLDS
+    dataset in OUT_DIR/<name>/1.0.0/. Tasks: reach, pick_up, stack, unstack, place_side, place_corner,
+    place_middle, place_relation, push_side. Splits: train, heldout."""
 
     out_dir: Path = Path("datasets/rlds")  # root directory; the dataset goes to <out_dir>/<name>/1.0.0/
     num_episodes_per_task: int = 40
@@ -271,8 +282,17 @@ class GenerateConfig:
 def generate(cfg: GenerateConfig) -> GenerationReport:
     """Write the demonstrations `cfg` asks for; prints and returns the report."""
     report = write_demonstrations(
-        cfg.out_dir, cfg.num_episodes_per_task, cfg.image_size, cfg.seed, cfg.workers, cfg.split, tuple(cfg.tasks),
-        cfg.action_noise, cfg.name, cfg.overwrite, cfg.progress,
+        cfg.out_dir,
+        cfg.num_episodes_per_task,
+        cfg.image_size,
+        cfg.seed,
+        cfg.workers,
+        cfg.split,
+        tuple(cfg.tasks),
+        cfg.action_noise,
+        cfg.name,
+        cfg.overwrite,
+        cfg.progress,
     )
     print(report.summary())
     return report

@@ -52,7 +52,8 @@ class TabletopEnv:
         return self.observation(), reward, done, info
 
     def act(self, action: np.ndarray) -> tuple[float, bool, dict]:
-        """`step` without rendering the observation: (reward, done, info). Chunks executed open loop use it."""
+        """`step` without rendering the observation: (reward, done, info). Chunks
+        executed open loop use it."""
         episode = self._current()
         action = np.asarray(action, dtype=np.float64).reshape(-1)
         if action.shape != (ACTION_DIM,) or not np.all(np.isfinite(action)):

@@ -70,7 +70,8 @@ def in_region(point: np.ndarray, region: str, grow: float = 0.0) -> np.ndarray:
 
 
 def region_goal(region: str, point: np.ndarray) -> np.ndarray:
-    """(2,) where an expert aims to put an object now at `point` into `region`: the nearest spot at GOAL_DEPTH."""
+    """(2,) where an expert aims to put an object now at `point` into `region`: the
+    nearest spot at GOAL_DEPTH."""
     if region == CENTRE:
         return np.array([0.5, 0.5])
     goal = np.array(point, dtype=np.float64)

@@ -118,7 +118,8 @@ class Renderer:
         subpixel: int,
         gripper_at: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Compose a frame; the gripper is drawn at `gripper_at` (the wrist camera's centre) or where it is."""
+        """Compose a frame; the gripper is drawn at `gripper_at` (the wrist
+        camera's centre) or where it is."""
         canvas = background.copy()
         height = heights(scene)
         radius = scene.radii(self.config)

@@ -54,7 +54,8 @@ def sample_scene(rng: np.random.Generator, config: WorldConfig, held_out: Varian
 
 
 def _split_pool(rng: np.random.Generator, num: int, pool: list, held: set, first_held_out: bool) -> list:
-    """`num` distinct items of `pool`: the first from `held` iff `first_held_out`, the others never from `held`."""
+    """`num` distinct items of `pool`: the first from `held` iff `first_held_out`, the
+    others never from `held`."""
     train = [item for item in pool if item not in held]
     return _distinct(rng, num, sorted(held) if first_held_out else train, train)
 

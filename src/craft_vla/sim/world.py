@@ -154,7 +154,8 @@ def _push_out(scene: Scene, index: int, centre: np.ndarray, reach: float, fallba
 
 
 def resolve_push(scene: Scene, direction: np.ndarray, config: WorldConfig) -> None:
-    """The closed empty gripper pushes the table-level objects it overlaps; each pushes its neighbours once."""
+    """The closed empty gripper pushes the table-level objects it overlaps; each
+    pushes its neighbours once."""
     radii = scene.radii(config)
     table = [int(i) for i in np.flatnonzero(scene.support < 0) if i != scene.held]
     for i in table:

@@ -49,15 +49,22 @@ def weights_fingerprint(state_dict: Mapping[str, Tensor]) -> str:
 
 @torch.no_grad()
 def compute_features(
-    model: nn.Module, batch: Mapping[str, Tensor], spec: AnchorSpec, device: torch.device, autocast=contextlib.nullcontext
+    model: nn.Module,
+    batch: Mapping[str, Tensor],
+    spec: AnchorSpec,
+    device: torch.device,
+    autocast=contextlib.nullcontext,
 ) -> Tensor:
-    """The anchor features (B, F) of one collated batch, float32 on the CPU, under the training run's autocast."""
+    """The anchor features (B, F) of one collated batch, float32 on the CPU, under
+    the training run's autocast."""
     batch = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
     with autocast():
         return model(batch, anchor_spec=spec).float().cpu()
 
 
-def prefetched(load: Callable[[Sequence[int]], Mapping[str, Tensor]], chunks: Sequence[Sequence[int]]) -> Iterator[Mapping[str, Tensor]]:
+def prefetched(
+    load: Callable[[Sequence[int]], Mapping[str, Tensor]], chunks: Sequence[Sequence[int]]
+) -> Iterator[Mapping[str, Tensor]]:
     """`load(chunk)` for each chunk in order, the next one loading in a thread while the caller computes.
 
     Decoding and collating overlap the forward (one process; worker processes: a DataLoader instead).
@@ -103,7 +110,10 @@ def build_anchor_cache(
     todo = {j: ids for j, ids in todo.items() if not shard_is_intact(out_dir / shard_name(j, num_shards))}
     damaged = [shard_name(j, num_shards) for j in todo if (out_dir / shard_name(j, num_shards)).exists()]
     if damaged:
-        print(f"{out_dir}: {damaged} differ from their recorded checksums (altered or truncated): rebuilding them")
+        print(
+            f"{out_dir}: {damaged} differ from their recorded checksums (altered "
+            "or truncated): rebuilding them"
+        )
     barrier()  # every rank has checked its shards before meta.json of an earlier build goes
     if todo and (out_dir / META).exists():
         (out_dir / META).unlink(missing_ok=True)  # the cache is incomplete until finalize writes it again
@@ -111,14 +121,23 @@ def build_anchor_cache(
     batches = iter(load_batches(chunks))
     total = sum(len(ids) for ids in todo.values())
     start = time.perf_counter()
-    with tqdm(total=total, desc=f"anchor cache (rank {env.rank})", unit="sample", disable=not env.is_main and total == 0) as bar:
+    with tqdm(
+        total=total,
+        desc=f"anchor cache (rank {env.rank})",
+        unit="sample",
+        disable=not env.is_main and total == 0,
+    ) as bar:
         for j, ids in todo.items():
             features = []
             for _ in range(math.ceil(len(ids) / batch_size)):
                 features.append(compute_features(model, next(batches), spec, env.device, autocast))
                 bar.update(len(features[-1]))
-                bar.set_postfix(samples_per_s=f"{bar.n / max(time.perf_counter() - start, 1e-9):.1f}", refresh=False)
-            write_shard(out_dir / shard_name(j, num_shards), torch.tensor(ids, dtype=torch.int64), torch.cat(features))
+                bar.set_postfix(
+                    samples_per_s=f"{bar.n / max(time.perf_counter() - start, 1e-9):.1f}", refresh=False
+                )
+            write_shard(
+                out_dir / shard_name(j, num_shards), torch.tensor(ids, dtype=torch.int64), torch.cat(features)
+            )
     barrier()
     if not env.is_main:
         return None
@@ -126,13 +145,17 @@ def build_anchor_cache(
     cache = AnchorCache(out_dir)
     expected = sorted(int(i) for i in sample_ids)
     if cache.sample_ids.tolist() != expected:
-        raise RuntimeError(f"{out_dir}: the cache holds {meta['num_samples']} ids, expected exactly the {len(expected)} requested")
+        raise RuntimeError(
+            f"{out_dir}: the cache holds {meta['num_samples']} ids, expected "
+            f"exactly the {len(expected)} requested"
+        )
     return cache
 
 
 @dataclass
 class CacheCommand:
-    """`craft-vla cache info|verify PATH`: what an anchor cache was built from; whether every shard is intact."""
+    """`craft-vla cache info|verify PATH`: what an anchor cache was built from;
+    whether every shard is intact."""
 
     path: Path = Path(".")  # the cache directory (--craft_cache_path of build-cache)
 

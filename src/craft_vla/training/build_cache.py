@@ -29,10 +29,17 @@ def build_cache(cfg: FinetuneConfig) -> AnchorCache | None:
         raise ValueError("pass --craft_cache_path DIR: where to write the anchor cache")
     env = init_distributed(cfg.distributed, cfg.threads)
     prepared = setup.prepare(cfg)  # exactly the model and data the fine-tuning run starts from
-    readers, tokenizer, statistics, policy = prepared.readers, prepared.tokenizer, prepared.statistics, prepared.policy
+    readers, tokenizer, statistics, policy = (
+        prepared.readers,
+        prepared.tokenizer,
+        prepared.statistics,
+        prepared.policy,
+    )
     snapshot_sha256 = prepared.snapshot_sha256
     setup.place_model(policy, cfg, env.device)
-    dataset = VLADataset(readers, tokenizer, setup.sample_config(cfg, policy.config, augment=False), statistics=statistics)
+    dataset = VLADataset(
+        readers, tokenizer, setup.sample_config(cfg, policy.config, augment=False), statistics=statistics
+    )
     spec = setup.anchor_spec(cfg, policy.config.llm.num_hidden_layers)
     ids = dataset.sample_ids
     if cfg.craft_cache_max_samples and cfg.craft_cache_max_samples < len(ids):
@@ -40,7 +47,10 @@ def build_cache(cfg: FinetuneConfig) -> AnchorCache | None:
     collate = VLACollator(pad_token_id=tokenizer.pad_token_id)
     hidden = policy.config.hidden_size
     tokens = 1 if spec.pool == "mean" else None
-    part_dims = {"raw": hidden * (tokens or policy.config.num_patches), "aq": hidden * (tokens or policy.config.num_action_queries)}
+    part_dims = {
+        "raw": hidden * (tokens or policy.config.num_patches),
+        "aq": hidden * (tokens or policy.config.num_action_queries),
+    }
     part_dims = {k: v for k, v in part_dims.items() if spec.parts in ("both", k)}
     start = time.perf_counter()
 
@@ -65,7 +75,9 @@ def build_cache(cfg: FinetuneConfig) -> AnchorCache | None:
         ids.tolist(),
         spec,
         Path(cfg.craft_cache_path),
-        setup.anchor_fingerprint(spec, snapshot_sha256, dataset, tokenizer, "bf16" if setup.uses_bf16(cfg, env.device) else "fp32"),
+        setup.anchor_fingerprint(
+            spec, snapshot_sha256, dataset, tokenizer, "bf16" if setup.uses_bf16(cfg, env.device) else "fp32"
+        ),
         part_dims,
         env,
         batch_size=cfg.batch_size,
@@ -75,7 +87,8 @@ def build_cache(cfg: FinetuneConfig) -> AnchorCache | None:
     )
     if cache is not None:
         print(
-            f"anchor cache {cfg.craft_cache_path}: {len(cache)} samples, feature dim {cache.meta['feature_dim']}, "
+            f"anchor cache {cfg.craft_cache_path}: {len(cache)} samples, "
+            f"feature dim {cache.meta['feature_dim']}, "
             f"spread S {cache.spread['all']:.4g}, mean ||f~||² {cache.spread['mean_norm_sq']:.4g}, "
             f"{time.perf_counter() - start:.1f} s"
         )

@@ -53,7 +53,13 @@ def rng_state() -> dict[str, Any]:
     state = {
         "torch": torch.get_rng_state(),
         "python": [py_version, list(py_state), py_gauss],
-        "numpy": [np_kind, torch.from_numpy(np_keys.astype(np.int64)), int(np_pos), int(np_has_gauss), float(np_gauss)],
+        "numpy": [
+            np_kind,
+            torch.from_numpy(np_keys.astype(np.int64)),
+            int(np_pos),
+            int(np_has_gauss),
+            float(np_gauss),
+        ],
     }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -128,7 +134,9 @@ def load_checkpoint(path: Path, state: TrainState, env: DistEnv) -> dict[str, An
         )
     trainable = load_file(str(path / STATE_DIR / "trainable.safetensors"))
     set_model_state_dict(state.model, trainable, options=StateDictOptions(full_state_dict=True, strict=False))
-    set_optimizer_state_dict(state.model, state.optimizer, saved["optimizer"], options=StateDictOptions(full_state_dict=True))
+    set_optimizer_state_dict(
+        state.model, state.optimizer, saved["optimizer"], options=StateDictOptions(full_state_dict=True)
+    )
     state.scheduler.load_state_dict(saved["scheduler"])
     if state.craft is not None:
         if saved["craft"] is None:

@@ -43,23 +43,33 @@ UNUSED_WITHOUT_DIFFUSION = "it only matters with --use_diffusion True, which cra
 VLA_ADAPTER_FLAGS: dict[str, VLAAdapterFlag] = {
     "config_file_path": IMPLEMENTED,
     "vlm_path": IMPLEMENTED,
-    "use_minivlm": only(True, "craft-vla's VLM is VLA-Adapter's Qwen2.5-0.5B one; the 7B OpenVLA backbone "
-                              "(--use_minivlm False) is not supported"),
+    "use_minivlm": only(
+        True,
+        "craft-vla's VLM is VLA-Adapter's Qwen2.5-0.5B one; the 7B OpenVLA backbone "
+        "(--use_minivlm False) is not supported",
+    ),
     "resum_vla_path": IMPLEMENTED,
     "data_root_dir": IMPLEMENTED,
     "dataset_name": IMPLEMENTED,
     "run_root_dir": IMPLEMENTED,
-    "shuffle_buffer_size": any_positive("craft-vla shuffles every epoch globally over stable sample ids, "
-                                        "an exact shuffle that no buffer size approximates better"),
+    "shuffle_buffer_size": any_positive(
+        "craft-vla shuffles every epoch globally over stable sample ids, "
+        "an exact shuffle that no buffer size approximates better"
+    ),
     "use_l1_regression": only(True, "craft-vla trains VLA-Adapter's L1 regression head (the only objective)"),
     "use_diffusion": only(False, "the diffusion (DDIM) action head is not implemented; train the L1 head"),
     "num_diffusion_steps": any_positive(UNUSED_WITHOUT_DIFFUSION),
-    "use_film": only(False, "FiLM-modulated vision features are not implemented (VLA-Adapter's LIBERO recipe "
-                            "runs without them)"),
+    "use_film": only(
+        False,
+        "FiLM-modulated vision features are not implemented (VLA-Adapter's LIBERO recipe runs without them)",
+    ),
     "num_images_in_input": IMPLEMENTED,
     "use_proprio": IMPLEMENTED,
-    "phase1_path": VLAAdapterFlag(lambda v: v in ("", "None"), "'None' or ''",
-                                  "VLA-Adapter's finetune.py declares it but never reads it"),
+    "phase1_path": VLAAdapterFlag(
+        lambda v: v in ("", "None"),
+        "'None' or ''",
+        "VLA-Adapter's finetune.py declares it but never reads it",
+    ),
     "batch_size": IMPLEMENTED,
     "learning_rate": IMPLEMENTED,
     "lr_warmup_steps": IMPLEMENTED,
@@ -79,17 +89,23 @@ VLA_ADAPTER_FLAGS: dict[str, VLAAdapterFlag] = {
     "lora_rank": IMPLEMENTED,
     "lora_dropout": IMPLEMENTED,
     "merge_lora_during_training": IMPLEMENTED,
-    "use_fz": VLAAdapterFlag(lambda v: isinstance(v, bool), "True or False",
-                             "it only selects the saved layout, the whole VLA, which a run with --use_lora False "
-                             "always writes; with LoRA, validate() asks for --merge_lora_during_training"),
+    "use_fz": VLAAdapterFlag(
+        lambda v: isinstance(v, bool),
+        "True or False",
+        "it only selects the saved layout, the whole VLA, which a run with --use_lora False "
+        "always writes; with LoRA, validate() asks for --merge_lora_during_training",
+    ),
     "wandb_entity": IMPLEMENTED,
     "wandb_project": IMPLEMENTED,
     "run_id_note": IMPLEMENTED,
     "run_id_override": IMPLEMENTED,
     "wandb_log_freq": IMPLEMENTED,
     "use_pro_version": IMPLEMENTED,
-    "phase": only("Training", "VLA-Adapter's training phase perturbs the action head's input, as craft-vla "
-                              "does; train without the perturbation with --head_input_noise_std 0"),
+    "phase": only(
+        "Training",
+        "VLA-Adapter's training phase perturbs the action head's input, as craft-vla "
+        "does; train without the perturbation with --head_input_noise_std 0",
+    ),
 }
 
 # The smallest value each numeric flag takes (None, where a field allows it, is always accepted).
@@ -160,8 +176,9 @@ class FinetuneConfig:
     # LoRA, or a frozen VLM
     use_lora: bool = True
     freeze_vlm: bool = False  # craft-vla's ablation: train only the policy head and proprio projector
-    # VLA-Adapter's use_fz only chooses the saved layout: the whole VLA, not a LoRA adapter. It freezes nothing.
-    # A run with --use_lora False always saves the whole VLA; with LoRA, --merge_lora_during_training saves it
+    # VLA-Adapter's use_fz only chooses the saved layout: the whole VLA, not a LoRA adapter.
+    # It freezes nothing. A run with --use_lora False always saves the whole VLA; with LoRA,
+    # --merge_lora_during_training saves it
     use_fz: bool = False
     lora_rank: int = 32
     lora_dropout: float = 0.0
@@ -198,7 +215,9 @@ class FinetuneConfig:
     # distribution and precision
     distributed: str = "none"  # none | ddp | fsdp (under torchrun)
     precision: str = "auto"  # auto (bf16 autocast on CUDA, float32 on CPU) | fp32 | bf16
-    threads: int = 0  # torch threads per process; 0: $OMP_NUM_THREADS, else the idle cores shared by the processes
+    threads: int = (
+        0  # torch threads per process; 0: $OMP_NUM_THREADS, else the idle cores shared by the processes
+    )
 
     # CRaFT
     use_craft: bool = False
@@ -232,11 +251,13 @@ class FinetuneConfig:
         if self.optimizer not in ("adamw", "sgd"):
             raise ValueError(f"--optimizer must be adamw or sgd, got {self.optimizer!r}")
         if self.freeze_vlm and self.use_lora:
-            raise ValueError("--freeze_vlm True trains no VLM weight (LoRA adapters included): pass --use_lora False")
+            raise ValueError(
+                "--freeze_vlm True trains no VLM weight (LoRA adapters included): pass --use_lora False"
+            )
         if self.use_fz and self.use_lora:
             raise ValueError(
-                "--use_fz True with --use_lora True is not supported: VLA-Adapter's use_fz saves the whole VLA "
-                "instead of a LoRA adapter (it freezes nothing); for full weights of a LoRA run pass "
+                "--use_fz True with --use_lora True is not supported: VLA-Adapter's use_fz saves the whole "
+                "VLA instead of a LoRA adapter (it freezes nothing); for full weights of a LoRA run pass "
                 "--merge_lora_during_training True, or train every weight with --use_lora False"
             )
         if self.merge_lora_during_training and not self.use_lora:
@@ -287,7 +308,9 @@ class FinetuneConfig:
 
     def _validate_craft(self) -> None:
         if self.freeze_vlm:
-            raise ValueError("--freeze_vlm True leaves nothing for CRaFT to constrain: pass --use_craft False")
+            raise ValueError(
+                "--freeze_vlm True leaves nothing for CRaFT to constrain: pass --use_craft False"
+            )
         if self.craft_epsilon_mode not in ("relative", "absolute"):
             raise ValueError(
                 f"--craft_epsilon_mode must be relative or absolute, got {self.craft_epsilon_mode!r}"

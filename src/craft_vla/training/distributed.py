@@ -35,7 +35,10 @@ def init_distributed(mode: str, threads: int = 0) -> DistEnv:
     torch.set_num_threads(threads_per_process(int(os.environ.get("LOCAL_WORLD_SIZE", "1")), threads))
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if mode != "none" and world_size == 1 and "RANK" not in os.environ:
-        raise RuntimeError(f"--distributed {mode} needs torchrun, e.g. `torchrun --nproc-per-node 2 -m craft_vla.cli.finetune ...`")
+        raise RuntimeError(
+            f"--distributed {mode} needs torchrun, e.g. `torchrun --nproc-per-node 2 "
+            "-m craft_vla.cli.finetune ...`"
+        )
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     if world_size > 1 and not dist.is_initialized():

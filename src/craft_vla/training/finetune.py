@@ -74,8 +74,9 @@ def run_name(cfg: FinetuneConfig) -> str:
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
-    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
-            for k, v in batch.items()}
+    return {
+        k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()
+    }
 
 
 def anchor_stream(loader, cache: AnchorCache | None, snapshot, device: torch.device) -> Iterator[dict]:
@@ -95,8 +96,15 @@ def build_run(cfg: FinetuneConfig) -> Run:
     run_dir = Path(cfg.run_root_dir) / run_name(cfg)
     claim_run_dir(cfg, run_dir, env)
     prepared = setup.prepare(cfg)
-    readers, tokenizer, statistics, policy = prepared.readers, prepared.tokenizer, prepared.statistics, prepared.policy
-    dataset = VLADataset(readers, tokenizer, setup.sample_config(cfg, policy.config, cfg.image_aug), statistics=statistics)
+    readers, tokenizer, statistics, policy = (
+        prepared.readers,
+        prepared.tokenizer,
+        prepared.statistics,
+        prepared.policy,
+    )
+    dataset = VLADataset(
+        readers, tokenizer, setup.sample_config(cfg, policy.config, cfg.image_aug), statistics=statistics
+    )
     if cfg.freeze_vlm:
         policy.vla.requires_grad_(False)
     elif cfg.use_lora:
@@ -105,13 +113,26 @@ def build_run(cfg: FinetuneConfig) -> Run:
     model = wrap_model(policy, cfg.distributed, env, policy.blocks())
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(cfg, trainable, unwrap(model))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_then_decay(int(cfg.lr_warmup_steps), cfg.num_steps_before_decay))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_then_decay(int(cfg.lr_warmup_steps), cfg.num_steps_before_decay)
+    )
     autocast = setup.autocast_for(cfg, env.device)
-    state = TrainState(model, optimizer, scheduler, max_grad_norm=cfg.max_grad_norm, autocast=autocast, trainable=trainable)
+    state = TrainState(
+        model, optimizer, scheduler, max_grad_norm=cfg.max_grad_norm, autocast=autocast, trainable=trainable
+    )
     collate = VLACollator(pad_token_id=tokenizer.pad_token_id)
     sampler = EpochSampler(dataset.sample_ids, seed=cfg.seed, rank=env.rank, world_size=env.world_size)
     loader = setup.batch_loader(dataset, sampler, cfg.batch_size, collate, cfg.num_workers, cfg.seed)
-    run = Run(cfg, env, run_dir, state, dataset, sampler, (to_device(b, env.device) for b in loader), snapshot_sha256=prepared.snapshot_sha256)
+    run = Run(
+        cfg,
+        env,
+        run_dir,
+        state,
+        dataset,
+        sampler,
+        (to_device(b, env.device) for b in loader),
+        snapshot_sha256=prepared.snapshot_sha256,
+    )
     if cfg.use_craft:
         setup_craft(run, policy, tokenizer, collate, autocast)
     if env.is_main:
@@ -124,11 +145,16 @@ def build_run(cfg: FinetuneConfig) -> Run:
 
 
 def make_optimizer(cfg: FinetuneConfig, trainable: list[torch.nn.Parameter], policy) -> torch.optim.Optimizer:
-    """AdamW (or SGD) over the trainable parameters; with `--head_learning_rate`, the action head and the proprio
-    projector (trained from scratch) in a group of their own at that rate."""
+    """AdamW (or SGD) over the trainable parameters; with `--head_learning_rate`, the action head and the
+    proprio projector (trained from scratch) in a group of their own at that rate."""
     groups = [{"params": trainable}]
     if cfg.head_learning_rate > 0:
-        new = {id(p) for m in (policy.action_head, policy.proprio_projector) if m is not None for p in m.parameters()}
+        new = {
+            id(p)
+            for m in (policy.action_head, policy.proprio_projector)
+            if m is not None
+            for p in m.parameters()
+        }
         groups = [
             {"params": [p for p in trainable if id(p) not in new]},
             {"params": [p for p in trainable if id(p) in new], "lr": cfg.head_learning_rate},
@@ -136,18 +162,27 @@ def make_optimizer(cfg: FinetuneConfig, trainable: list[torch.nn.Parameter], pol
         groups = [g for g in groups if g["params"]]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.learning_rate, momentum=0.9, weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(groups, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, betas=(0.9, cfg.adam_beta2))
+    return torch.optim.AdamW(
+        groups, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, betas=(0.9, cfg.adam_beta2)
+    )
 
 
 def setup_craft(run: Run, policy, tokenizer, collate: VLACollator, autocast) -> None:
     """Anchor spec, anchor set (cache or online snapshot), ε, and the CraftStep of the run."""
     cfg, env = run.cfg, run.env
     spec = setup.anchor_spec(cfg, policy.config.llm.num_hidden_layers)
-    anchor_data = VLADataset(run.dataset.readers, tokenizer, setup.sample_config(cfg, policy.config, augment=False), statistics=run.dataset.statistics)
+    anchor_data = VLADataset(
+        run.dataset.readers,
+        tokenizer,
+        setup.sample_config(cfg, policy.config, augment=False),
+        statistics=run.dataset.statistics,
+    )
     cache, snapshot, epsilon = None, None, cfg.craft_epsilon
     if cfg.craft_anchor_source == "cache":
         precision = "bf16" if setup.uses_bf16(cfg, env.device) else "fp32"
-        cache = setup.open_anchor_cache(cfg, setup.anchor_fingerprint(spec, run.snapshot_sha256, anchor_data, tokenizer, precision))
+        cache = setup.open_anchor_cache(
+            cfg, setup.anchor_fingerprint(spec, run.snapshot_sha256, anchor_data, tokenizer, precision)
+        )
         ids = setup.anchor_ids(cache, anchor_data)
         epsilon = resolve_epsilon(cfg.craft_epsilon, cfg.craft_epsilon_mode, cache.spread, spec.parts)
     else:
@@ -159,11 +194,17 @@ def setup_craft(run: Run, policy, tokenizer, collate: VLACollator, autocast) -> 
                 return policy(batch, anchor_spec=spec).float()
 
     sampler = EpochSampler(ids, seed=cfg.seed + 1, rank=env.rank, world_size=env.world_size)
-    loader = setup.batch_loader(anchor_data, sampler, cfg.anchor_batch_size, collate, cfg.num_workers, cfg.seed + 1)
+    loader = setup.batch_loader(
+        anchor_data, sampler, cfg.anchor_batch_size, collate, cfg.num_workers, cfg.seed + 1
+    )
     run.anchor_sampler = sampler
     run.anchor_batches = anchor_stream(loader, cache, snapshot, env.device)
-    dual = DualVariable(epsilon, cfg.craft_dual_lr, init=cfg.craft_lambda_init, max_value=cfg.craft_lambda_max)
-    run.state.craft = CraftStep(run.state.trainable, dual, delta=cfg.craft_delta, project=cfg.craft_projection)
+    dual = DualVariable(
+        epsilon, cfg.craft_dual_lr, init=cfg.craft_lambda_init, max_value=cfg.craft_lambda_max
+    )
+    run.state.craft = CraftStep(
+        run.state.trainable, dual, delta=cfg.craft_delta, project=cfg.craft_projection
+    )
     run.state.anchor_spec = spec
 
 
@@ -178,8 +219,14 @@ def save(run: Run) -> Path:
     def write_model_files(directory: Path, model_state: dict) -> None:
         """VLA-Adapter's layout with the processor files, and once per LoRA run the frozen base the adapters
         apply to (<run>/base_vla/): every step folder then evaluates with no other file or flag."""
-        save_policy_checkpoint(policy, directory, state.step, state_dict=model_state,
-                               dataset_statistics=stats, merge_lora=cfg.merge_lora_during_training)
+        save_policy_checkpoint(
+            policy,
+            directory,
+            state.step,
+            state_dict=model_state,
+            dataset_statistics=stats,
+            merge_lora=cfg.merge_lora_during_training,
+        )
         sources = setup.tokenizer_sources(cfg), setup.processor_sources(cfg)
         loading.copy_preprocessing_files(*sources, directory)
         base = run.run_dir / loading.BASE_VLA_DIR
@@ -210,11 +257,31 @@ def checkpoint_to_resume(cfg: FinetuneConfig, run_dir: Path) -> Path:
 
 # What a resumed run may change: how long it runs, where it goes, what it logs and how it saves, never the
 # updates it computes
-CHANGEABLE_ON_RESUME = frozenset({
-    "max_steps", "save_freq", "save_latest_checkpoint_only", "merge_lora_during_training", "resume", "resume_step",
-    "resum_vla_path", "overwrite", "run_root_dir", "run_id_note", "run_id_override", "use_val_set", "val_freq", "val_time_limit", "wandb_entity", "wandb_project",
-    "wandb_mode", "wandb_log_freq", "num_workers", "threads", "craft_warn_l_ret",
-})
+CHANGEABLE_ON_RESUME = frozenset(
+    {
+        "max_steps",
+        "save_freq",
+        "save_latest_checkpoint_only",
+        "merge_lora_during_training",
+        "resume",
+        "resume_step",
+        "resum_vla_path",
+        "overwrite",
+        "run_root_dir",
+        "run_id_note",
+        "run_id_override",
+        "use_val_set",
+        "val_freq",
+        "val_time_limit",
+        "wandb_entity",
+        "wandb_project",
+        "wandb_mode",
+        "wandb_log_freq",
+        "num_workers",
+        "threads",
+        "craft_warn_l_ret",
+    }
+)
 
 
 def claim_run_dir(cfg: FinetuneConfig, run_dir: Path, env: DistEnv) -> None:
@@ -229,11 +296,14 @@ def claim_run_dir(cfg: FinetuneConfig, run_dir: Path, env: DistEnv) -> None:
                 lines = "; ".join(f"--{k} was {saved[k]!r}, now {now[k]!r}" for k in changed)
                 raise ValueError(
                     f"--resume True continues the run in {source.parent} but these flags change it: {lines}. "
-                    f"Resume with the run's flags (only {', '.join(sorted(CHANGEABLE_ON_RESUME))} may change), "
+                    "Resume with the run's flags (only "
+                    f"{', '.join(sorted(CHANGEABLE_ON_RESUME))} may change), "
                     "or start a new run (another --run_id_note)"
                 )
         return
-    found = sorted(p.name for p in run_dir.glob("step-*")) + [n for n in ("metrics.jsonl",) if (run_dir / n).exists()]
+    found = sorted(p.name for p in run_dir.glob("step-*")) + [
+        n for n in ("metrics.jsonl",) if (run_dir / n).exists()
+    ]
     if found and not cfg.overwrite:
         raise FileExistsError(
             f"{run_dir} already holds a run ({', '.join(found[:3])}): pass --resume True to continue it, "
@@ -320,8 +390,12 @@ def validation_metrics(run: Run, validation: Validation) -> dict[str, float]:
     """Mean L1 action loss (and its side metrics) over the validation batches, averaged over ranks; the pass
     stops after the batch that takes it past --val_time_limit seconds on any rank."""
     state, env, cfg = run.state, run.env, run.cfg
-    loader = DataLoader(validation.dataset, batch_sampler=validation.batches, collate_fn=validation.collate,
-                        num_workers=cfg.num_workers)
+    loader = DataLoader(
+        validation.dataset,
+        batch_sampler=validation.batches,
+        collate_fn=validation.collate,
+        num_workers=cfg.num_workers,
+    )
     action_loss = ActionLoss(state.autocast)
     total = torch.zeros((), device=env.device)
     start = time.perf_counter()
@@ -348,16 +422,23 @@ def finetune(cfg: FinetuneConfig) -> Path:
     validation = validation_set(run, val_readers) if cfg.use_val_set else None
     k = cfg.grad_accumulation_steps
     logger = MetricsLogger(
-        run.run_dir, enabled=env.is_main, wandb_project=cfg.wandb_project, wandb_entity=cfg.wandb_entity,
-        wandb_mode=cfg.wandb_mode, run_name=run.run_dir.name, config=dataclasses.asdict(cfg),
-        resume_step=state.step if cfg.resume else None, wandb_log_freq=cfg.wandb_log_freq,
+        run.run_dir,
+        enabled=env.is_main,
+        wandb_project=cfg.wandb_project,
+        wandb_entity=cfg.wandb_entity,
+        wandb_mode=cfg.wandb_mode,
+        run_name=run.run_dir.name,
+        config=dataclasses.asdict(cfg),
+        resume_step=state.step if cfg.resume else None,
+        wandb_log_freq=cfg.wandb_log_freq,
     )
     f_norm_sq = None
     if cfg.use_craft and cfg.craft_anchor_source == "cache":
         meta = json.loads((Path(cfg.craft_cache_path) / "meta.json").read_text())
         f_norm_sq = meta["spread"]["mean_norm_sq"]
-    bar = tqdm(total=cfg.max_steps, initial=state.step, desc="finetune", disable=not env.is_main,
-               dynamic_ncols=True)
+    bar = tqdm(
+        total=cfg.max_steps, initial=state.step, desc="finetune", disable=not env.is_main, dynamic_ncols=True
+    )
     start = time.perf_counter()
     while state.step < cfg.max_steps:
         batches = [next(run.batches) for _ in range(k)]

@@ -17,7 +17,9 @@ def plot_craft_dynamics(run_dir: Path, out_path: Path | None = None) -> Path:
 
     records = [r for r in read_metrics(run_dir) if "craft/lambda" in r]
     if not records:
-        raise ValueError(f"{run_dir}/metrics.jsonl has no craft/ keys: was the run started with --use_craft True?")
+        raise ValueError(
+            f"{run_dir}/metrics.jsonl has no craft/ keys: was the run started with --use_craft True?"
+        )
     steps = [r["step"] for r in records]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
     axes[0].plot(steps, [r["craft/lambda"] for r in records], color="tab:purple")
@@ -28,7 +30,10 @@ def plot_craft_dynamics(run_dir: Path, out_path: Path | None = None) -> Path:
     axes[1].legend()
     conflicts = [float(r["craft/conflict"]) for r in records]
     window = max(len(conflicts) // 20, 1)
-    rate = [sum(conflicts[max(0, i - window + 1) : i + 1]) / len(conflicts[max(0, i - window + 1) : i + 1]) for i in range(len(conflicts))]
+    rate = [
+        sum(conflicts[max(0, i - window + 1) : i + 1]) / len(conflicts[max(0, i - window + 1) : i + 1])
+        for i in range(len(conflicts))
+    ]
     axes[2].plot(steps, [r["craft/L_act"] for r in records], label="L_act", color="tab:orange")
     axes[2].plot(steps, rate, label=f"conflict rate ({window}-step mean)", color="tab:red", lw=0.8)
     axes[2].set_title("action loss and conflicts")
@@ -44,7 +49,8 @@ def plot_craft_dynamics(run_dir: Path, out_path: Path | None = None) -> Path:
 
 @dataclass
 class PlotConfig:
-    """`craft-vla plot RUN_DIR`: lambda and L_ret against epsilon over training, from the run's metrics.jsonl."""
+    """`craft-vla plot RUN_DIR`: lambda and L_ret against epsilon over training,
+    from the run's metrics.jsonl."""
 
     run_dir: Path = Path(".")  # a run directory of `craft-vla finetune --use_craft True`
     out: Path | None = None  # PNG path; default RUN_DIR/craft_dynamics.png

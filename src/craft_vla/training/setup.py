@@ -44,7 +44,9 @@ def dataset_names(cfg: FinetuneConfig) -> list[str]:
 
 
 def open_readers(cfg: FinetuneConfig, split: str = "train") -> list[RLDSReader]:
-    return [RLDSReader(resolve_dataset_dir(cfg.data_root_dir, name), split=split) for name in dataset_names(cfg)]
+    return [
+        RLDSReader(resolve_dataset_dir(cfg.data_root_dir, name), split=split) for name in dataset_names(cfg)
+    ]
 
 
 def tokenizer_sources(cfg: FinetuneConfig) -> list[str]:
@@ -125,7 +127,8 @@ def build_model(
 
 @dataclass
 class Prepared:
-    """What finetune and build-cache build first from a config: the data, its tokenizer and statistics, the model."""
+    """What finetune and build-cache build first from a config: the data, its tokenizer and statistics, and
+    the model."""
 
     readers: list[RLDSReader]
     tokenizer: Any
@@ -135,15 +138,17 @@ class Prepared:
 
 
 def prepare(cfg: FinetuneConfig) -> Prepared:
-    """Readers, tokenizer, statistics and model, in one order and under one seed, so that build-cache's snapshot
-    is exactly the model fine-tuning starts from (a preset's random initialisation included)."""
+    """Readers, tokenizer, statistics and model, in one order and under one seed, so that build-cache's
+    snapshot is exactly the model fine-tuning starts from (a preset's random initialisation included)."""
     torch.manual_seed(cfg.seed)  # the same initialisation in every command and on every rank
     readers = open_readers(cfg)
     tokenizer = load_tokenizer(cfg, readers)
     statistics = {r.name: compute_dataset_statistics(r, infer_dataset_kind(r.name)) for r in readers}
     action_dims = {s.action.dim for s in statistics.values()}
     if len(action_dims) != 1:
-        raise ValueError(f"the datasets of a mixture must share an action dimension, found {sorted(action_dims)}")
+        raise ValueError(
+            f"the datasets of a mixture must share an action dimension, found {sorted(action_dims)}"
+        )
     first = statistics[min(statistics)]
     proprio_dim = first.proprio.dim if cfg.use_proprio and first.proprio is not None else None
     policy, snapshot_sha256 = build_model(cfg, action_dims.pop(), proprio_dim, tokenizer.vocab_size)
@@ -184,7 +189,14 @@ class StepBatches(Sampler):
                     batch = []
 
 
-def batch_loader(dataset: VLADataset, sampler: EpochSampler, batch_size: int, collate: VLACollator, num_workers: int, seed: int) -> DataLoader:
+def batch_loader(
+    dataset: VLADataset,
+    sampler: EpochSampler,
+    batch_size: int,
+    collate: VLACollator,
+    num_workers: int,
+    seed: int,
+) -> DataLoader:
     """A DataLoader over `sampler` with its own generator, so creating it draws no global random numbers."""
     return DataLoader(
         dataset,
@@ -227,7 +239,9 @@ def place_model(policy: VLAAdapterPolicy, cfg: FinetuneConfig, device: torch.dev
     return policy.to(device)
 
 
-def anchor_fingerprint(spec: AnchorSpec, snapshot_sha256: str, dataset: VLADataset, tokenizer: Any, precision: str = "fp32") -> dict[str, Any]:
+def anchor_fingerprint(
+    spec: AnchorSpec, snapshot_sha256: str, dataset: VLADataset, tokenizer: Any, precision: str = "fp32"
+) -> dict[str, Any]:
     """What an anchor cache must have been built from to serve this run (compared field by field)."""
     c = dataset.config
     fingerprint = {
@@ -241,7 +255,8 @@ def anchor_fingerprint(spec: AnchorSpec, snapshot_sha256: str, dataset: VLADatas
         "image_views": list(c.image_views),
         "image_normalization": dataclasses.asdict(dataset.normalization),
         "center_crop_area": c.center_crop_area,
-        # 2: TensorFlow's crop_and_resize arithmetic and uint8 conversion (issue 14); caches of 1 hold other pixels
+        # 2: TensorFlow's crop_and_resize arithmetic and uint8 conversion (issue 14); caches made under 1 hold
+        # other pixels
         "image_preprocessing": IMAGE_PREPROCESSING_VERSION,
         "num_action_queries": c.num_action_queries,
         "system_prompt": c.system_prompt,
@@ -264,7 +279,10 @@ def anchor_ids(cache: AnchorCache, dataset: VLADataset) -> np.ndarray:
     ids = np.asarray(cache.sample_ids, dtype=np.int64)
     unknown = np.setdiff1d(ids, dataset.sample_ids)
     if len(unknown):
-        raise CacheError(f"{cache.root}: {len(unknown)} cached ids are not samples of this run's data (e.g. {unknown[:3].tolist()})")
+        raise CacheError(
+            f"{cache.root}: {len(unknown)} cached ids are not samples of this run's data "
+            f"(e.g. {unknown[:3].tolist()})"
+        )
     return ids
 
 

@@ -67,14 +67,18 @@ def anchor_loss(spec: AnchorSpec, autocast: Callable[[], contextlib.AbstractCont
     return loss
 
 
-def train_step(state: TrainState, batches: Sequence[Batch], anchor_batches: Sequence[Batch] | None) -> dict[str, Any]:
+def train_step(
+    state: TrainState, batches: Sequence[Batch], anchor_batches: Sequence[Batch] | None
+) -> dict[str, Any]:
     """One optimizer step over `batches` (micro-batches of this rank) and, with CRaFT, `anchor_batches`."""
     action_loss = ActionLoss(state.autocast)
     l_act = accumulate_backward(state.model, batches, action_loss)
     log: dict[str, Any] = {}
     if state.craft is not None:
         state.craft.stash_action_gradient()
-        l_ret = accumulate_backward(state.model, anchor_batches, anchor_loss(state.anchor_spec, state.autocast))
+        l_ret = accumulate_backward(
+            state.model, anchor_batches, anchor_loss(state.anchor_spec, state.autocast)
+        )
         log.update(state.craft.finish(l_act, l_ret).as_log())
     grads = [p.grad for p in state.trainable if p.grad is not None]
     if state.max_grad_norm > 0:
@@ -109,16 +113,16 @@ def check_finite(step: int, loss: float, grad_norm: float, l_ret: float | None =
     if bad:
         found = ", ".join(f"{k} {v}" for k, v in bad.items())
         raise NonFiniteError(
-            f"step {step}: {found}; the update was not applied and no checkpoint is written. Likely causes: a "
-            "learning rate too high for this model (--learning_rate), or non-finite values in the data "
+            f"step {step}: {found}; the update was not applied and no checkpoint is written. Likely causes: "
+            "a learning rate too high for this model (--learning_rate), or non-finite values in the data "
             "(check it with `craft-vla data inspect`)"
         )
 
 
 def warmup_then_decay(warmup_steps: int, decay_step: int) -> Callable[[int], float]:
-    """VLA-Adapter's schedule as a multiplier: at step i, 0.1 + 0.9 · min((i + 1) / warm-up, 1), then ×0.1 from
-    `decay_step` on (MultiStepLR). VLA-Adapter writes the warm-up lr into the optimizer every step, which also
-    undoes the decay one step after it happens; here the decay holds, as its MultiStepLR intends."""
+    """VLA-Adapter's schedule as a multiplier: at step i, 0.1 + 0.9 · min((i + 1) / warm-up, 1), then ×0.1
+    from `decay_step` on (MultiStepLR). VLA-Adapter writes the warm-up lr into the optimizer every step, which
+    also undoes the decay one step after it happens; here the decay holds, as its MultiStepLR intends."""
 
     def factor(step: int) -> float:
         warm = 0.1 + 0.9 * min((step + 1) / warmup_steps, 1.0) if warmup_steps > 0 else 1.0
