@@ -11,7 +11,7 @@ from craft_vla.training import threads
 def machine(monkeypatch):
     def set_machine(cores: int, load: float, omp: str | None = None):
         monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
-        monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
+        monkeypatch.setattr(threads, "busy_cores", lambda: load)
         if omp is None:
             monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
         else:
@@ -39,3 +39,28 @@ def test_an_explicit_choice_wins(machine):
     assert threads.threads_per_process(2, requested=5) == 5
     machine(cores=2, load=0.0, omp="")
     assert threads.threads_per_process(1) == 2
+
+
+def test_busy_cores_sees_a_busy_process_and_not_itself():
+    import multiprocessing as mp
+
+    quiet = threads.busy_cores(window=0.5)
+    hog = mp.get_context("spawn").Process(target=_spin, args=(3.0,))
+    hog.start()
+    try:
+        import time
+
+        time.sleep(0.5)
+        busy = threads.busy_cores(window=0.5)
+    finally:
+        hog.terminate()
+        hog.join()
+    assert busy >= quiet + 0.5  # one spinning process is about one core more
+
+
+def _spin(seconds: float) -> None:
+    import time
+
+    end = time.time() + seconds
+    while time.time() < end:
+        pass
