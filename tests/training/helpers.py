@@ -46,3 +46,22 @@ def torchrun(
     ]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+def toy_config(rlds_root, tmp_path, **overrides) -> FinetuneConfig:
+    """A tiny full fine-tuning run on the session's toy RLDS dataset, with `overrides`."""
+    base = FinetuneConfig(
+        model="tiny",
+        data_root_dir=rlds_root,
+        dataset_name="toy_tabletop",
+        run_root_dir=tmp_path / "runs",
+        batch_size=4,
+        max_steps=4,
+        save_freq=100,
+        use_lora=False,
+        image_aug=True,
+        lr_warmup_steps=2,
+        num_steps_before_decay=3,
+        learning_rate=1e-3,
+    )
+    return dataclasses.replace(base, **overrides)

@@ -3,6 +3,7 @@
 import dataclasses
 
 import pytest
+from helpers import toy_config
 
 from craft_vla.training.config import FinetuneConfig
 from craft_vla.training.finetune import finetune
@@ -10,19 +11,15 @@ from craft_vla.training.step import NonFiniteError
 
 
 def config(rlds_root, tmp_path, **overrides) -> FinetuneConfig:
-    base = FinetuneConfig(
-        model="tiny",
-        data_root_dir=rlds_root,
-        dataset_name="toy_tabletop",
-        run_root_dir=tmp_path / "runs",
-        batch_size=4,
-        max_steps=6,
-        save_freq=2,
-        use_lora=False,
-        image_aug=False,
-        learning_rate=1e-3,
-    )
-    return dataclasses.replace(base, **overrides)
+    """The toy run, with checkpoints every 2 of 6 steps and no augmentation."""
+    defaults = {
+        "max_steps": 6,
+        "save_freq": 2,
+        "image_aug": False,
+        "lr_warmup_steps": 0,
+        "num_steps_before_decay": 100,
+    }
+    return toy_config(rlds_root, tmp_path, **{**defaults, **overrides})
 
 
 def test_a_diverging_run_stops_before_applying_a_non_finite_step_and_saves_nothing_broken(

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from helpers import toy_config as config
 from safetensors.torch import load_file
 
 from craft_vla.data.collate import VLACollator
@@ -13,27 +14,8 @@ from craft_vla.data.dataset import VLADataset
 from craft_vla.data.sampler import EpochSampler
 from craft_vla.training import setup
 from craft_vla.training.build_cache import build_cache
-from craft_vla.training.config import FinetuneConfig
 from craft_vla.training.finetune import build_run, finetune
 from craft_vla.training.step import warmup_then_decay
-
-
-def config(rlds_root, tmp_path, **overrides) -> FinetuneConfig:
-    base = FinetuneConfig(
-        model="tiny",
-        data_root_dir=rlds_root,
-        dataset_name="toy_tabletop",
-        run_root_dir=tmp_path / "runs",
-        batch_size=4,
-        max_steps=4,
-        save_freq=100,
-        use_lora=False,
-        image_aug=True,
-        lr_warmup_steps=2,
-        num_steps_before_decay=3,
-        learning_rate=1e-3,
-    )
-    return dataclasses.replace(base, **overrides)
 
 
 def final_weights(run_dir, step):
