@@ -25,8 +25,9 @@ from craft_vla.models.prismatic import save_prismatic_vlm
 from craft_vla.training import finetune as finetune_module
 from craft_vla.training.checkpoint import load_checkpoint
 from craft_vla.training.config import IMPLEMENTED, VLA_ADAPTER_FLAGS, FinetuneConfig
-from craft_vla.training.finetune import build_run, finetune, validation_metrics, validation_set
+from craft_vla.training.finetune import build_run, finetune
 from craft_vla.training.metrics import MetricsLogger, read_metrics
+from craft_vla.training.validation import validation_metrics, validation_set
 
 FLAGS_TSV = Path(__file__).parents[1] / "fixtures" / "vla_adapter_finetune_flags.tsv"
 SOURCE = Path(__file__).parents[2] / "src" / "craft_vla"

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import shutil
@@ -19,7 +18,6 @@ from typing import Any
 import draccus
 import torch
 import yaml
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from craft_vla.craft import CraftStep, DualVariable
@@ -27,7 +25,6 @@ from craft_vla.craft.cache import AnchorCache, resolve_epsilon
 from craft_vla.data.collate import VLACollator
 from craft_vla.data.dataset import VLADataset
 from craft_vla.data.normalize import save_dataset_statistics
-from craft_vla.data.rlds import RLDSFormatError, RLDSReader
 from craft_vla.data.sampler import EpochSampler
 from craft_vla.models import loading
 from craft_vla.models.checkpoint import save_base_vla, save_policy_checkpoint
@@ -39,12 +36,12 @@ from craft_vla.training.distributed import (
     DistEnv,
     barrier,
     init_distributed,
-    mean_over_ranks,
     unwrap,
     wrap_model,
 )
 from craft_vla.training.metrics import MetricsLogger
-from craft_vla.training.step import ActionLoss, TrainState, train_step, warmup_then_decay
+from craft_vla.training.step import TrainState, train_step, warmup_then_decay
+from craft_vla.training.validation import open_validation_readers, validation_metrics, validation_set
 
 
 @dataclass
@@ -73,16 +70,10 @@ def run_name(cfg: FinetuneConfig) -> str:
     return name + (f"--{cfg.run_id_note}" if cfg.run_id_note else "")
 
 
-def to_device(batch: dict, device: torch.device) -> dict:
-    return {
-        k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()
-    }
-
-
 def anchor_stream(loader, cache: AnchorCache | None, snapshot, device: torch.device) -> Iterator[dict]:
     """Un-augmented anchor batches with their snapshot features `f_tilde` (from the cache, or online)."""
     for batch in loader:
-        batch = to_device(batch, device)
+        batch = setup.to_device(batch, device)
         if cache is not None:
             batch["f_tilde"] = cache.features(batch["sample_id"]).to(device)
         else:
@@ -130,7 +121,7 @@ def build_run(cfg: FinetuneConfig) -> Run:
         state,
         dataset,
         sampler,
-        (to_device(b, env.device) for b in loader),
+        (setup.to_device(b, env.device) for b in loader),
         snapshot_sha256=prepared.snapshot_sha256,
     )
     if cfg.use_craft:
@@ -337,79 +328,6 @@ def check_first_retention(log: dict[str, Any], f_norm_sq: float | None, threshol
             "still the snapshot: the anchor cache does not match this model, data or preprocessing (or "
             "augmentation is on)"
         )
-
-
-@dataclass
-class Validation:
-    """The held-out split as VLA-Adapter's `--use_val_set` reads it (the RLDS "val" split of the same
-    datasets): un-augmented, normalised with the training statistics; this rank's batches of sample ids,
-    the same every pass so that the losses of two passes compare."""
-
-    dataset: VLADataset
-    batches: list[list[int]]
-    collate: VLACollator
-
-
-def open_validation_readers(cfg: FinetuneConfig) -> list[RLDSReader]:
-    try:
-        return setup.open_readers(cfg, split="val")
-    except RLDSFormatError as error:
-        raise ValueError(
-            f"--use_val_set True evaluates on the 'val' split of the datasets, as VLA-Adapter does, but "
-            f"{error}. Add a 'val' split (its shards and an entry in dataset_info.json) or pass "
-            "--use_val_set False"
-        ) from error
-
-
-def validation_set(run: Run, readers: list[RLDSReader]) -> Validation:
-    train, cfg, env = run.dataset, run.cfg, run.env
-    config = dataclasses.replace(train.config, augment=False)
-    dataset = VLADataset(readers, train.tokenizer, config, statistics=train.statistics)
-    # "pad": every rank gets as many batches, so FSDP's collective forwards stay in step
-    sampler = EpochSampler(dataset.sample_ids, cfg.seed, env.rank, env.world_size, remainder="pad")
-    ids = sampler.epoch_ids(0).tolist()
-    batches = [ids[i : i + cfg.batch_size] for i in range(0, len(ids), cfg.batch_size)]
-    return Validation(dataset, batches, VLACollator(pad_token_id=train.tokenizer.pad_token_id))
-
-
-@contextlib.contextmanager
-def evaluation_mode(model: torch.nn.Module, device: torch.device) -> Iterator[None]:
-    """Eval mode, no gradients, and the random number generators restored afterwards, so that a validation
-    pass changes nothing the training then sees (dropout, the head's input noise)."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            yield
-    finally:
-        for module, mode in modes:
-            module.training = mode
-
-
-def validation_metrics(run: Run, validation: Validation) -> dict[str, float]:
-    """Mean L1 action loss (and its side metrics) over the validation batches, averaged over ranks; the pass
-    stops after the batch that takes it past --val_time_limit seconds on any rank."""
-    state, env, cfg = run.state, run.env, run.cfg
-    loader = DataLoader(
-        validation.dataset,
-        batch_sampler=validation.batches,
-        collate_fn=validation.collate,
-        num_workers=cfg.num_workers,
-    )
-    action_loss = ActionLoss(state.autocast)
-    total = torch.zeros((), device=env.device)
-    start = time.perf_counter()
-    with evaluation_mode(state.model, env.device):
-        for batch in loader:
-            total += action_loss(state.model, to_device(batch, env.device)).float()
-            late = torch.tensor(float(time.perf_counter() - start > cfg.val_time_limit), device=env.device)
-            if mean_over_ranks(late) > 0:
-                break
-    side = action_loss.means()
-    names = sorted(side)
-    values = mean_over_ranks(torch.stack([total / action_loss.count, *[side[k] for k in names]])).tolist()
-    metrics = {"val/loss": values[0], **{f"val/{k}": v for k, v in zip(names, values[1:])}}
-    return {**metrics, "val/num_batches": action_loss.count, "val/seconds": time.perf_counter() - start}
 
 
 def finetune(cfg: FinetuneConfig) -> Path:

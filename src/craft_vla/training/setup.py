@@ -208,6 +208,12 @@ def batch_loader(
     )
 
 
+def to_device(batch: dict, device: torch.device) -> dict:
+    return {
+        k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()
+    }
+
+
 def anchor_spec(cfg: FinetuneConfig, num_layers: int) -> AnchorSpec:
     """m = L/2 and M = L unless given."""
     raw = cfg.craft_raw_layer if cfg.craft_raw_layer >= 0 else num_layers // 2
