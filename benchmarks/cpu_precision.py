@@ -24,6 +24,7 @@ from step_cost import measure, preloaded
 
 from craft_vla.demo.config import native_bf16_cpu
 from craft_vla.demo.model import DEMO_PRESET
+from craft_vla.models.attention import set_matmul_attention
 from craft_vla.sim.demonstrations import write_demonstrations
 from craft_vla.sim.world import WorldConfig
 from craft_vla.training.build_cache import build_cache
@@ -93,6 +94,7 @@ def main() -> None:
         for step in ("SFT", "CRaFT"):
             for label, precision, sdpa in (
                 ("fp32, SDPA", "fp32", True),
+                ("fp32, matmul attention", "fp32", False),
                 ("bf16, SDPA", "bf16", True),
                 ("bf16, matmul attention", "bf16", False),
             ):
@@ -108,6 +110,8 @@ def main() -> None:
                 run = build_run(cfg)
                 if sdpa:
                     use_sdpa(run.state.model)
+                else:
+                    set_matmul_attention(run.state.model)
                 next_batch, next_anchor = preloaded(run)
                 anchors = (lambda next_anchor=next_anchor: [next_anchor()]) if next_anchor else (lambda: None)
                 variants[f"{step} step, {label}"] = lambda run=run, next_batch=next_batch, anchors=anchors: (

@@ -65,7 +65,8 @@ def test_flag_conveniences():
     flags, preset = draccus_args(
         command, config_class, ["--quick", "--methods", "sft_full", "craft", "--toy"]
     )
-    assert flags == ["--methods", "[sft_full,craft]", "--toy", "true"] and preset.endswith("quick.yaml")
+    assert flags == ["--quick", "true", "--methods", "[sft_full,craft]", "--toy", "true"]
+    assert preset.endswith("quick.yaml")
     flags, _ = draccus_args(
         command, config_class, ["--seeds", "[1,2]", "--epsilon", "-1", "--quick", "false"]
     )

@@ -63,6 +63,17 @@ def test_quick_preset_is_the_yaml_and_flags_override_it():
     assert DemoConfig.preset("quick", steps=5).steps == 5
 
 
+def test_full_preset_runs_every_method_and_refuses_quick_beside_it(capsys):
+    from craft_vla.cli.main import main, parse
+    from craft_vla.demo.methods import METHODS
+
+    full = parse("demo", ["--full"])
+    assert (full.protocol, set(full.methods), full.seeds) == ("full", set(METHODS), (0, 1, 2))
+    assert parse("demo", []).methods == ("sft_full", "craft") and parse("demo", []).protocol == "default"
+    assert main(["demo", "--full", "--quick"]) == 2
+    assert "choose one" in capsys.readouterr().err
+
+
 def test_method_cost_puts_retention_runs_first_and_the_frozen_vlm_last():
     from craft_vla.demo.methods import METHODS, method_cost
 

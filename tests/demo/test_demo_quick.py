@@ -53,3 +53,29 @@ def test_quick_demo_end_to_end(tmp_path):
     assert snapshot_qa > 0.3  # 38 possible answers: chance is a few percent
     craft_log = (out / "runs" / "craft-seed0" / "metrics.jsonl").read_text().splitlines()
     assert json.loads(craft_log[0])["craft/L_ret"] < 1e-3  # the model starts as the snapshot (‖f~‖² is ~10²)
+    # progress: the table fills in as runs finish, with the time left; the stages say what they build
+    assert "[1/2 runs" in result.stdout and "min left" in result.stdout
+    assert "building the snapshot" in result.stdout and "building the demonstrations" in result.stdout
+    # a second demo on the same cache reuses data, snapshot and anchor cache, and says so
+    again = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "craft_vla.cli.main",
+            "demo",
+            "--quick",
+            "--methods",
+            "sft_full",
+            "--steps",
+            "2",
+        ]
+        + ["--eval_episodes_per_task", "1", "--retention_scenes", "40", "--out_dir", str(tmp_path / "again")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    for stage in ("demonstrations", "snapshot", "anchor cache"):
+        assert f"reusing the cached {stage}" in again.stdout, stage
+    assert "building the" not in again.stdout

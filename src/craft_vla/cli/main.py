@@ -33,7 +33,7 @@ COMMANDS = {
         "craft_vla.demo.config:DemoConfig",
         "craft_vla.demo.run:demo_command",
         "the embedded CPU testbed: representation collapse under SFT vs CRaFT",
-        presets=("quick",),
+        presets=("quick", "full"),
     ),
     "finetune": Command(
         "craft_vla.training.config:FinetuneConfig",
@@ -147,6 +147,7 @@ def draccus_args(command: Command, config_class: type, args: Sequence[str]) -> t
             values.append(args.pop(0))
         if name in command.presets and not values:
             preset = str(config_class.PRESETS / f"{name}.yaml")
+            out += [token, "true"]  # also as a flag: with two presets the config sees both and refuses
             continue
         if name in fields and kinds.get(name) == "bool" and not values:
             values = ["true"]

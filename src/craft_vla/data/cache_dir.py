@@ -24,16 +24,21 @@ def cache_dir(*parts: str) -> Path:
     return Path(root).expanduser().joinpath(*parts)
 
 
-def cached_build(final: Path, build: Callable[[Path], None], complete: str = "") -> Path:
+def cached_build(final: Path, build: Callable[[Path], None], complete: str = "", describe: str = "") -> Path:
     """`final`, built by `build(tmp_dir)` into a temporary sibling and renamed into place when complete.
 
     An interrupted build leaves no half directory under `final`'s name, and of two concurrent builds the
     first to finish wins. `complete` names a file whose presence marks a finished directory (default: any).
+    With `describe`, says on the console whether it reuses the cached `describe` or builds it.
     """
     if final.exists():
         if not complete or (final / complete).exists():
+            if describe:
+                print(f"reusing the cached {describe}: {final}")
             return final
         shutil.rmtree(final)  # left incomplete by an older version of this code: build it again
+    if describe:
+        print(f"building the {describe} (cached for later runs): {final}")
     tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)

@@ -341,4 +341,10 @@ def pretrained_snapshot(cfg: PretrainConfig, root: str | Path, progress: bool = 
         vlm, tokenizer, metrics = pretrain(cfg, progress)
         save_snapshot(vlm, tokenizer, metrics, cfg, tmp)
 
-    return cached_build(Path(root) / f"vlm-{snapshot_key(cfg)[:16]}", build, complete=METRICS_FILE)
+    describe = f"snapshot ({cfg.steps} pretraining steps)"
+    return cached_build(snapshot_path(cfg, root), build, complete=METRICS_FILE, describe=describe)
+
+
+def snapshot_path(cfg: PretrainConfig, root: str | Path) -> Path:
+    """Where the snapshot of `cfg` is cached under `root` (it may not exist yet)."""
+    return Path(root) / f"vlm-{snapshot_key(cfg)[:16]}"

@@ -23,7 +23,7 @@ from typing import Any
 from craft_vla.data.cache_dir import cached_build
 from craft_vla.demo.config import DemoConfig
 from craft_vla.demo.methods import method_cost, method_overrides
-from craft_vla.training.threads import threads_per_process
+from craft_vla.training.threads import idle_cores, threads_per_process
 
 DEMO_VERSION = "4"  # bump when a change invalidates cached data or anchor caches
 DATASET = "tabletop"
@@ -66,7 +66,7 @@ def generate_data(cfg: DemoConfig) -> Path:
             )
             print(report.summary())
 
-    return cached_build(cfg.cache_root / key, build)
+    return cached_build(cfg.cache_root / key, build, describe="demonstrations")
 
 
 def base_finetune_config(cfg: DemoConfig, data_root: Path, snapshot: Path, run_root: Path, cache_path: Path):
@@ -162,12 +162,58 @@ def snapshot_retention(cfg: DemoConfig, base, snapshot: Path) -> dict[str, Any]:
     return retention_report(policy, base, tokenizer, snapshot, cfg.retention_scenes)
 
 
+def workers_for(cfg: DemoConfig, runs: int) -> int:
+    """--workers, or with 0 one per idle core, at most one per run."""
+    return min(cfg.workers or idle_cores(), runs)
+
+
+def run_jobs(
+    cfg: DemoConfig, base, snapshot: Path, snapshot_retention: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Fine-tune and evaluate every method × seed, printing the table as runs finish; results in
+    seed-major order."""
+    from craft_vla.demo.progress import LiveProgress
+    from craft_vla.demo.report import snapshot_row_of
+
+    workers = workers_for(cfg, len(cfg.methods) * len(cfg.seeds))
+    threads = threads_per_process(workers, cfg.threads)
+    jobs = [
+        (cfg, job_config(cfg, base, m, s, threads), m, s, snapshot) for s in cfg.seeds for m in cfg.methods
+    ]
+    anchor_fraction = base.anchor_batch_size / base.batch_size
+    costs = {(job[2], job[3]): method_cost(job[2], anchor_fraction) for job in jobs}
+    progress = LiveProgress(costs, cfg.methods, workers, snapshot_row_of(snapshot_retention))
+    print(
+        f"fine-tuning {len(jobs)} runs ({len(cfg.methods)} methods × {len(cfg.seeds)} seeds), {workers} "
+        f"at a time with {threads} torch thread(s) each"
+    )
+    done = {}
+    if workers > 1:
+        by_cost = sorted(
+            jobs, key=lambda job: -costs[(job[2], job[3])]
+        )  # longest first: workers end together
+        with mp.get_context("spawn").Pool(workers) as pool:
+            for result in pool.imap_unordered(run_job, by_cost):
+                done[(result["method"], result["seed"])] = result
+                progress.finished(result)
+    else:
+        for job in jobs:
+            done[(job[2], job[3])] = result = run_job(job)
+            progress.finished(result)
+    return [done[(m, s)] for s in cfg.seeds for m in cfg.methods]
+
+
 def run_demo(cfg: DemoConfig) -> Path:
     """Every stage; returns the report directory."""
     import torch
 
     from craft_vla.craft.cache import resolve_epsilon
-    from craft_vla.demo.pretrain import PretrainConfig, pretrained_snapshot, quick_pretrain_config
+    from craft_vla.demo.pretrain import (
+        PretrainConfig,
+        pretrained_snapshot,
+        quick_pretrain_config,
+        snapshot_path,
+    )
     from craft_vla.demo.report import write_report
     from craft_vla.training.build_cache import build_cache
 
@@ -178,7 +224,9 @@ def run_demo(cfg: DemoConfig) -> Path:
     timings["data"] = time.perf_counter() - start
     # the snapshot is pretrained in float32 on every machine: it plays the released VLM, the
     # same wherever the demo runs
-    snapshot = pretrained_snapshot(quick_pretrain_config() if cfg.quick else PretrainConfig(), cfg.cache_root)
+    pretrain_cfg = quick_pretrain_config() if cfg.quick else PretrainConfig()
+    pretrained = not snapshot_path(pretrain_cfg, cfg.cache_root).exists()
+    snapshot = pretrained_snapshot(pretrain_cfg, cfg.cache_root)
     timings["pretraining"] = time.perf_counter() - start - sum(timings.values())
     out_dir = Path(cfg.out_dir)
     run_root = out_dir / "runs"
@@ -196,7 +244,10 @@ def run_demo(cfg: DemoConfig) -> Path:
     cache_path = cfg.cache_root / cache_key
     base = dataclasses.replace(base, craft_cache_path=str(cache_path))
     if not (cache_path / "meta.json").exists():
+        print(f"building the anchor cache (cached for later runs): {cache_path}")
         build_cache(dataclasses.replace(base, use_craft=True))
+    else:
+        print(f"reusing the cached anchor cache: {cache_path}")
     if not cfg.dual_lr:
         spread = json.loads((cache_path / "meta.json").read_text())["spread"]
         epsilon = resolve_epsilon(
@@ -207,25 +258,10 @@ def run_demo(cfg: DemoConfig) -> Path:
         )  # λ grows by 0.1 a step while L_ret = 2ε
     timings["anchor_cache"] = time.perf_counter() - start - sum(timings.values())
     snapshot_row = snapshot_retention(cfg, base, snapshot)
-    threads = threads_per_process(cfg.workers, cfg.threads)
-    jobs = [
-        (cfg, job_config(cfg, base, m, s, threads), m, s, snapshot) for s in cfg.seeds for m in cfg.methods
-    ]
-    print(
-        f"fine-tuning {len(jobs)} runs ({len(cfg.methods)} methods × {len(cfg.seeds)} seeds), {cfg.workers} "
-        f"at a time with {threads} torch thread(s) each"
-    )
-    if cfg.workers > 1:
-        # longest runs first, so that the workers finish together
-        by_cost = sorted(jobs, key=lambda job: -method_cost(job[2], base.anchor_batch_size / base.batch_size))
-        with mp.get_context("spawn").Pool(cfg.workers) as pool:
-            done = {(r["method"], r["seed"]): r for r in pool.imap_unordered(run_job, by_cost)}
-        results = [done[(m, s)] for s in cfg.seeds for m in cfg.methods]
-    else:
-        results = [run_job(job) for job in jobs]
+    results = run_jobs(cfg, base, snapshot, snapshot_row)
     timings["finetune_and_eval"] = time.perf_counter() - start - sum(timings.values())
     timings["total"] = time.perf_counter() - start
-    report = write_report(out_dir, cfg, results, timings, snapshot, snapshot_row)
+    report = write_report(out_dir, cfg, results, timings, snapshot, snapshot_row, pretrained=pretrained)
     print(f"\nreport: {report}\nwall time {timings['total']:.0f} s")
     return out_dir
 
