@@ -25,14 +25,16 @@ def build():
     return model, problem
 
 
-def train(model, problem, rank, world, accumulation):
-    """Run STEPS CRaFT steps; this rank takes its share of each global batch.
+def train(model, problem, rank, world, accumulation, correction_rate=0.0):
+    """Run STEPS CRaFT steps; this rank takes its share of each global batch. Returns λ after each step,
+    or in the correction mode each step's correction size.
 
     SGD with momentum: its update is linear in the gradient, so float32 rounding differences stay at
     rounding size (Adam's first steps turn a rounding-size gradient into a full ±lr step).
     """
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    craft = CraftStep(model.parameters(), DualVariable(epsilon=0.005, lr=2.0))
+    dual = DualVariable(epsilon=0.005, lr=2.0)
+    craft = CraftStep(model.parameters(), dual, correction_rate=correction_rate)
     gen = torch.Generator().manual_seed(123)
     lambdas = []
     for _ in range(STEPS):
@@ -43,12 +45,13 @@ def train(model, problem, rank, world, accumulation):
         anchor_batches = [(problem.x_anchor[i], problem.f_tilde[i]) for i in anchors.chunk(accumulation)]
         stats = craft.run(model, action_batches, anchor_batches, toy_action_loss, toy_retention_loss)
         optimizer.step()
+        size = craft.apply_correction()
         optimizer.zero_grad()
-        lambdas.append(stats.lambda_next)
+        lambdas.append(size if correction_rate else stats.lambda_next)
     return lambdas
 
 
-def worker(rank, mode, accumulation, init_file, out_dir):
+def worker(rank, mode, accumulation, correction_rate, init_file, out_dir):
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
@@ -62,7 +65,7 @@ def worker(rank, mode, accumulation, init_file, out_dir):
         mesh = init_device_mesh("cpu", (WORLD,))
         fully_shard(model.backbone, mesh=mesh)
         wrapped = fully_shard(model, mesh=mesh)
-    lambdas = train(wrapped, problem, rank, WORLD, accumulation)
+    lambdas = train(wrapped, problem, rank, WORLD, accumulation, correction_rate)
     params = {
         n: (p.full_tensor() if hasattr(p, "full_tensor") else p).detach().clone()
         for n, p in model.named_parameters()
@@ -76,14 +79,21 @@ def worker(rank, mode, accumulation, init_file, out_dir):
     os._exit(0)
 
 
-@pytest.mark.parametrize("accumulation", [1, 2])
-@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
-def test_distributed_matches_single_process(mode, accumulation):
+@pytest.mark.parametrize(
+    "mode, accumulation, correction_rate",
+    [("ddp", 1, 0.0), ("ddp", 2, 0.0), ("fsdp", 1, 0.0), ("fsdp", 2, 0.0), ("ddp", 2, 0.5), ("fsdp", 2, 0.5)],
+)
+def test_distributed_matches_single_process(mode, accumulation, correction_rate):
+    """Dual mode: λ bitwise equal on the ranks and equal to one process's; correction mode: the same for
+    each step's correction size. The weights match one process's in both."""
     model, problem = build()
-    ref_lambdas = train(model, problem, rank=0, world=1, accumulation=accumulation)
-    assert ref_lambdas[-1] > 0  # the constraint is active, so λ is tested
+    ref_lambdas = train(
+        model, problem, rank=0, world=1, accumulation=accumulation, correction_rate=correction_rate
+    )
+    assert ref_lambdas[-1] > 0  # the constraint is active, so λ (or the correction) is tested
     with tempfile.TemporaryDirectory() as tmp:
-        mp.spawn(worker, args=(mode, accumulation, os.path.join(tmp, "init"), tmp), nprocs=WORLD, join=True)
+        args = (mode, accumulation, correction_rate, os.path.join(tmp, "init"), tmp)
+        mp.spawn(worker, args=args, nprocs=WORLD, join=True)
         results = [torch.load(os.path.join(tmp, f"rank{r}.pt")) for r in range(WORLD)]
     assert results[0]["lambdas"] == results[1]["lambdas"]  # bitwise identical on both ranks
     torch.testing.assert_close(

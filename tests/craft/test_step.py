@@ -91,3 +91,71 @@ def test_craft_keeps_drift_near_epsilon_where_sft_drifts():
     assert drift(sft) > 10 * 0.05
     assert drift(craft) < 3 * 0.05
     assert any(h["craft/conflict"] for h in history)
+
+
+def displaced_toy(seed: int = 0, scale: float = 0.05):
+    torch.manual_seed(seed)
+    model = ToyVLA()
+    problem = make_toy_problem(model)
+    with torch.no_grad():
+        for p in model.backbone.parameters():
+            p.add_(scale * torch.randn_like(p))
+    return model, (problem.x[:16], problem.y[:16]), (problem.x_anchor[:16], problem.f_tilde[:16])
+
+
+def test_correction_mode_gives_the_optimizer_g_act_only_then_projects_its_update():
+    """θ ← θ + u − κ·max(L_ret + ⟨g_ret, u⟩ − ε, 0)/‖g_ret‖²·g_ret with u = −lr·g~_act, against float64."""
+    model, action_batch, anchor_batch = displaced_toy()
+    reference = copy.deepcopy(model).double()
+    kappa, epsilon, lr = 0.8, 0.001, 0.1
+    step = CraftStep(model.parameters(), DualVariable(epsilon, lr=1.0, init=0.7), correction_rate=kappa)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    stats = step.run(model, [action_batch], [anchor_batch], toy_action_loss, toy_retention_loss)
+    g_tilde = torch.cat([p.grad.double().flatten() for p in model.parameters()])
+    optimizer.step()
+    size = step.apply_correction()
+
+    double = tuple(t.double() for t in action_batch), tuple(t.double() for t in anchor_batch)
+    expected_g, _ = reference_update_gradient(reference, *double, lam=0.0)  # λ is not used
+    params = list(reference.parameters())
+    l_ret = toy_retention_loss(reference, double[1])
+    g_ret = torch.autograd.grad(l_ret, params, allow_unused=True)
+    r = torch.cat([(torch.zeros_like(p) if g is None else g).flatten() for g, p in zip(g_ret, params)])
+    update = -lr * expected_g
+    predicted = float(l_ret.detach()) + float(r @ update) - epsilon
+    expected_size = kappa * max(predicted, 0.0) / (float(r @ r) + 1e-12)
+    theta = torch.cat([p.detach().flatten() for p in params]) + update - expected_size * r
+    torch.testing.assert_close(g_tilde, expected_g, rtol=1e-5, atol=1e-7)
+    assert expected_size > 0 and abs(size - expected_size) <= 1e-4 * expected_size
+    assert stats.lambda_ == 0.0 == stats.lambda_next and step.dual.value == 0.7  # λ is not used or updated
+    torch.testing.assert_close(
+        torch.cat([p.detach().double().flatten() for p in model.parameters()]), theta, rtol=1e-5, atol=1e-7
+    )
+
+
+def correct_once(model, anchor_batch, epsilon, kappa):
+    """A correction-mode step with no action gradient and no optimizer step; returns its size."""
+    step = CraftStep(model.parameters(), DualVariable(epsilon, lr=1.0), correction_rate=kappa)
+    step.stash_action_gradient()
+    l_ret = toy_retention_loss(model, anchor_batch)
+    l_ret.backward()
+    step.finish(0.0, l_ret.detach())
+    for p in model.parameters():
+        p.grad = None
+    return step.apply_correction()
+
+
+def test_a_correction_removes_about_kappa_of_the_violation_and_nothing_within_budget():
+    model, _, anchor_batch = displaced_toy(seed=3, scale=0.01)
+    before = float(toy_retention_loss(model, anchor_batch))
+    epsilon = 0.5 * before
+    for kappa in (0.5, 1.0):
+        trial = copy.deepcopy(model)
+        correct_once(trial, anchor_batch, epsilon, kappa)
+        after = float(toy_retention_loss(trial, anchor_batch))
+        # first order: L − ε shrinks by the factor 1 − κ; the quadratic term adds a little back
+        assert (1 - kappa) * (before - epsilon) <= after - epsilon <= (1 - kappa / 2) * (before - epsilon)
+    within = copy.deepcopy(model)
+    weights = [p.detach().clone() for p in within.parameters()]
+    assert correct_once(within, anchor_batch, 2 * before, 1.0) == 0.0
+    assert all(torch.equal(a, b) for a, b in zip(weights, within.parameters()))

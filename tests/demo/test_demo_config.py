@@ -68,7 +68,12 @@ def test_full_preset_runs_every_method_and_refuses_quick_beside_it(capsys):
     from craft_vla.demo.methods import METHODS
 
     full = parse("demo", ["--full"])
-    assert (full.protocol, set(full.methods), full.seeds) == ("full", set(METHODS), (0, 1, 2))
+    # every method but the issue-16 experiment craft_correction (docs/method.md)
+    assert (full.protocol, set(full.methods), full.seeds) == (
+        "full",
+        set(METHODS) - {"craft_correction"},
+        (0, 1, 2),
+    )
     assert parse("demo", []).methods == ("sft_full", "craft") and parse("demo", []).protocol == "default"
     assert main(["demo", "--full", "--quick"]) == 2
     assert "choose one" in capsys.readouterr().err

@@ -180,3 +180,23 @@ def test_online_anchor_source_with_lora(rlds_root, tmp_path):
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert records[0]["craft/L_ret"] == 0.0  # B = 0 at init: the LoRA model is the snapshot
     assert (run_dir / "step-000003" / "lora_adapter" / "adapter_model.safetensors").exists()
+
+
+def test_correction_mode_runs_logs_its_step_and_resumes_exactly(craft_cfg):
+    cfg = dataclasses.replace(
+        craft_cfg,
+        craft_correction_rate=0.5,
+        craft_epsilon=1e-9,  # a budget every step after the first exceeds, so corrections happen
+        craft_epsilon_mode="absolute",
+        run_id_override="correction",
+    )
+    full_dir = finetune(cfg)
+    records = [json.loads(line) for line in (full_dir / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["craft/lambda"] == 0.0 for r in records)  # λ is not used in this mode
+    assert any(r["craft/correction"] > 0 for r in records[1:])
+    half = dataclasses.replace(cfg, max_steps=3, run_id_override="correction-resumed")
+    finetune(half)
+    resumed_dir = finetune(dataclasses.replace(half, max_steps=5, resume=True))
+    a, b = final_weights(full_dir, 5), final_weights(resumed_dir, 5)
+    for name in a:
+        assert torch.equal(a[name], b[name]), name

@@ -9,7 +9,21 @@ the gradients it leaves are the global, rank-averaged, micro-batch-accumulated o
 
 `action_loss(model, batch)` and `retention_loss(model, batch)` return scalar losses averaged over
 their micro-batch. A trainer that wants the step spelled out calls `accumulate_backward`,
-`stash_action_gradient` and `finish` itself, in that order.
+`stash_action_gradient` and `finish` itself, in that order, and `apply_correction` after the
+optimizer's step.
+
+Two ways to enforce the budget (issue 16):
+- "dual" (CRAFT_METHOD.md §6, the default): the optimizer consumes g~_act + λ·g_ret and λ follows dual
+  ascent. Under AdamW a λ that switches on multiplies the gradient's scale by ‖g_ret‖/‖g_act‖ (30-300 ×
+  in the demo) faster than Adam's second moment follows, and the next steps overshoot along g_ret.
+- "correction" (`correction_rate` κ > 0): the optimizer consumes g~_act only, so g_ret's scale never
+  enters its moments. Its update u is then projected onto the linearised constraint: with the predicted
+  retention loss after the update, L_ret + ⟨g_ret, u⟩,
+      θ ← θ + u − κ · max(L_ret + ⟨g_ret, u⟩ − ε, 0) / (‖g_ret‖² + δ) · g_ret,
+  which for κ = 1 lands the linearised L_ret on ε exactly when the update would exceed it, and moves
+  nothing otherwise (a projection: it cannot overshoot, whatever the scale of g_ret). λ is not used.
+  A correction of the violation alone, without the update's own drift ⟨g_ret, u⟩, lagged: L_ret sat at
+  3-8 ε in the demo's first 70 steps (docs/method.md).
 """
 
 from __future__ import annotations
@@ -24,7 +38,12 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from craft_vla.craft.dual import DualVariable
-from craft_vla.craft.geometry import combine_in_place, conflict_coefficient, gradient_inner_products
+from craft_vla.craft.geometry import (
+    combine_in_place,
+    conflict_coefficient,
+    gradient_inner_products,
+    local_tensor,
+)
 
 LossFn = Callable[[nn.Module, Any], Tensor]
 
@@ -94,6 +113,8 @@ class CraftStep:
     After `finish`, each parameter's `.grad` holds g~_act + λ·g_ret, ready for `optimizer.step()`.
     `group` is the data-parallel group over which the retention loss is averaged (default: world).
     `project=False` skips the conflict projection (the ablation "fixed or dual-weighted penalty only").
+    `correction_rate` κ > 0 selects the correction mode (module docstring): `.grad` then holds g~_act only,
+    and `apply_correction()` after `optimizer.step()` takes the step on the constraint.
     """
 
     def __init__(
@@ -103,15 +124,21 @@ class CraftStep:
         delta: float = 1e-12,
         group: dist.ProcessGroup | None = None,
         project: bool = True,
+        correction_rate: float = 0.0,
     ) -> None:
+        if correction_rate < 0:
+            raise ValueError(f"correction_rate must be >= 0, got {correction_rate}")
         self.params = [p for p in params if p.requires_grad]
         self.dual = dual
         self.delta = delta
         self.project = project
         self.group = group
+        self.correction_rate = float(correction_rate)
         self.num_steps = 0
         self.num_conflicts = 0
         self._g_act: list[Tensor | None] | None = None
+        # until applied: (κ·(L_ret − ε), ‖g_ret‖², ⟨g_ret, θ⟩ before the optimizer's step, g_ret)
+        self._correction: tuple[float, float, Tensor, list[Tensor | None]] | None = None
 
     def stash_action_gradient(self) -> None:
         """Copy g_act aside and zero `.grad` in place, so that the anchor pass leaves g_ret there."""
@@ -141,8 +168,15 @@ class CraftStep:
             [dot, ret_sq, act_sq, coef, cos, losses[0], losses[1]]
         ).tolist()
         lam = self.dual.value
-        combine_in_place(g_ret, g_act, lam - coef_v)
-        lam_next = self.dual.update(l_ret_v)
+        if self.correction_rate > 0:
+            kept = [None if g is None else g.detach().clone() for g in g_ret]
+            before = gradient_inner_products(kept, [p.detach() for p in self.params])[0]
+            self._correction = (l_ret_v - self.dual.epsilon, ret_sq_v, before, kept)
+            lam = lam_next = 0.0
+            combine_in_place(g_ret, g_act, -coef_v)  # .grad = g~_act: the optimizer never sees g_ret
+        else:
+            combine_in_place(g_ret, g_act, lam - coef_v)
+            lam_next = self.dual.update(l_ret_v)
         conflict = dot_v < 0
         self.num_steps += 1
         self.num_conflicts += int(conflict)
@@ -158,6 +192,25 @@ class CraftStep:
             g_ret_norm=ret_sq_v**0.5,
             epsilon=self.dual.epsilon,
         )
+
+    @torch.no_grad()
+    def apply_correction(self) -> float:
+        """In the correction mode, after `optimizer.step()`: project its update onto the linearised
+        constraint (module docstring); each rank moves its own shards by the same global step. Returns the
+        step's size along g_ret (0 when the update keeps the linearised L_ret within ε, and in the dual
+        mode, where this does nothing)."""
+        if self._correction is None:
+            return 0.0
+        excess, ret_sq, before, g_ret = self._correction
+        self._correction = None
+        after = gradient_inner_products(g_ret, [p.detach() for p in self.params])[0]
+        predicted_excess = excess + float(after - before)  # L_ret + ⟨g_ret, u⟩ − ε; the step's one sync
+        size = self.correction_rate * max(predicted_excess, 0.0) / (ret_sq + self.delta)
+        if size > 0:
+            for p, g in zip(self.params, g_ret):
+                if g is not None:
+                    local_tensor(p).add_(local_tensor(g).to(p.dtype), alpha=-size)
+        return size
 
     def run(
         self,

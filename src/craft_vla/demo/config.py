@@ -73,6 +73,9 @@ class DemoConfig:
     # diverging (README, issue 7), so none by default
     lambda_max: float = 0.0
     fixed_penalty_weight: float = 1.0  # w of the fixed_penalty method: L_act + w L_ret
+    # κ of the craft_correction method: the fraction of the predicted excess of L_ret over ε that each
+    # step's projection removes (1: the linearised L_ret lands on ε)
+    correction_rate: float = 1.0
     raw_layer: int = -1  # m, the raw-latent layer anchored; -1: L/2
     aq_layer: int = -1  # M, the action-query layer anchored; -1: L
     parts: Literal["both", "raw", "aq"] = "both"  # which bridge parts are anchored
@@ -145,7 +148,7 @@ class DemoConfig:
         for name, low in at_least.items():
             if getattr(self, name) < low:
                 raise ValueError(f"--{name} must be >= {low}; got {getattr(self, name)}")
-        positive = ("epsilon", "learning_rate")
+        positive = ("epsilon", "learning_rate", "correction_rate")
         non_negative = ("action_noise", "dual_lr", "lambda_max", "fixed_penalty_weight")
         for name in positive:
             if not getattr(self, name) > 0:

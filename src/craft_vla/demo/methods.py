@@ -15,6 +15,7 @@ METHODS: dict[str, dict[str, Any]] = {
     "fixed_penalty": {"use_lora": False, "use_craft": True, "craft_projection": False, "craft_dual_lr": 0.0},
     "projection_only": {"use_lora": False, "use_craft": True, "craft_dual_lr": 0.0, "craft_lambda_init": 0.0},
     "craft": {"use_lora": False, "use_craft": True},
+    "craft_correction": {"use_lora": False, "use_craft": True, "craft_correction_rate": 1.0},
 }
 
 DESCRIPTIONS = {
@@ -24,16 +25,22 @@ DESCRIPTIONS = {
     "fixed_penalty": "L_act + w·L_ret with a fixed weight w, no projection",
     "projection_only": "conflict-aware projection, λ held at 0",
     "craft": "CRaFT: projection + dual ascent on λ with budget ε",
+    "craft_correction": "CRaFT with the budget kept by a correction step after AdamW's, which sees only "
+    "the projected action gradient (no λ·g_ret)",
 }
 
 
-def method_overrides(method: str, fixed_penalty_weight: float) -> dict[str, Any]:
+def method_overrides(
+    method: str, fixed_penalty_weight: float, correction_rate: float = 1.0
+) -> dict[str, Any]:
     """The FinetuneConfig fields that define `method`."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {sorted(METHODS)}")
     overrides = dict(METHODS[method])
     if method == "fixed_penalty":
         overrides["craft_lambda_init"] = fixed_penalty_weight
+    if method == "craft_correction":
+        overrides["craft_correction_rate"] = correction_rate
     return overrides
 
 

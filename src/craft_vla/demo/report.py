@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from craft_vla.demo.methods import DESCRIPTIONS
+from craft_vla.demo.methods import DESCRIPTIONS, METHODS
 
 COLUMNS = (
     ("action L1 (val)", lambda r: r["action_l1"]),
@@ -177,7 +177,7 @@ def plot_dynamics(out: Path, results: list[dict[str, Any]]) -> Path | None:
 
     plt = _pyplot()
 
-    runs = [r for r in results if r["method"] in ("craft", "projection_only", "fixed_penalty")]
+    runs = [r for r in results if METHODS[r["method"]].get("use_craft")]
     if not runs:
         return None
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))

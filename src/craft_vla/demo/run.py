@@ -111,7 +111,7 @@ def job_config(cfg: DemoConfig, base, method: str, seed: int, threads: int):
         seed=seed,
         run_id_override=f"{method}-seed{seed}",
         threads=threads,
-        **method_overrides(method, cfg.fixed_penalty_weight),
+        **method_overrides(method, cfg.fixed_penalty_weight, cfg.correction_rate),
     )
 
 

@@ -134,6 +134,7 @@ MINIMUMS: dict[str, float] = {
     "craft_dual_lr": 0,
     "craft_lambda_max": 0,
     "craft_lambda_init": 0,
+    "craft_correction_rate": 0,
     "craft_anchor_batch_size": 0,
     "craft_cache_max_samples": 0,
     "craft_cache_shard_size": 1,
@@ -231,6 +232,9 @@ class FinetuneConfig:
     craft_lambda_max: float | None = None
     craft_lambda_init: float = 0.0  # with --craft_dual_lr 0: a fixed-weight retention penalty
     craft_projection: bool = True  # False: no conflict-aware projection (ablation)
+    # > 0: enforce the budget by a correction step of this rate after the optimizer's (which then sees the
+    # projected action gradient only) instead of λ·g_ret in the gradient; 0: the dual update (craft/step.py)
+    craft_correction_rate: float = 0.0
     craft_delta: float = 1e-12
     craft_cache_path: str = ""
     craft_anchor_source: str = "cache"  # cache | online (LoRA only: the snapshot is the model, adapters off)

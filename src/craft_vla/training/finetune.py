@@ -194,7 +194,11 @@ def setup_craft(run: Run, policy, tokenizer, collate: VLACollator, autocast) -> 
         epsilon, cfg.craft_dual_lr, init=cfg.craft_lambda_init, max_value=cfg.craft_lambda_max
     )
     run.state.craft = CraftStep(
-        run.state.trainable, dual, delta=cfg.craft_delta, project=cfg.craft_projection
+        run.state.trainable,
+        dual,
+        delta=cfg.craft_delta,
+        project=cfg.craft_projection,
+        correction_rate=cfg.craft_correction_rate,
     )
     run.state.anchor_spec = spec
 

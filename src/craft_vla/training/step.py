@@ -93,6 +93,9 @@ def train_step(
     check_finite(state.step, values[0], values[-1], log.get("craft/L_ret"))  # before any weight changes
     log["lr"] = state.scheduler.get_last_lr()[0]
     state.optimizer.step()
+    if state.craft is not None and state.craft.correction_rate > 0:
+        # the correction mode projects the optimizer's update onto the linearised constraint
+        log["craft/correction"] = state.craft.apply_correction()
     state.scheduler.step()
     state.optimizer.zero_grad(set_to_none=True)
     state.step += 1
