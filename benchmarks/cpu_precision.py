@@ -20,15 +20,13 @@ import time
 from pathlib import Path
 
 import torch
+from demo_levers import demo_finetune_config
 from step_cost import measure, preloaded
 
 from craft_vla.demo.config import native_bf16_cpu
 from craft_vla.demo.model import DEMO_PRESET
 from craft_vla.models.attention import set_matmul_attention
-from craft_vla.sim.demonstrations import write_demonstrations
-from craft_vla.sim.world import WorldConfig
 from craft_vla.training.build_cache import build_cache
-from craft_vla.training.config import FinetuneConfig
 from craft_vla.training.finetune import build_run
 from craft_vla.training.step import train_step
 
@@ -70,26 +68,7 @@ def main() -> None:
         f"bf16 {matmul_gflops(torch.bfloat16):.0f} GFLOP/s"
     )
     with tempfile.TemporaryDirectory() as tmp:
-        write_demonstrations(
-            tmp,
-            8,
-            64,
-            tasks=("reach", "pick_up"),
-            name="tabletop",
-            progress=False,
-            config=WorldConfig(min_objects=1, max_objects=1),
-        )
-        base = FinetuneConfig(
-            model=DEMO_PRESET,
-            data_root_dir=Path(tmp),
-            dataset_name="tabletop",
-            run_root_dir=Path(tmp) / "runs",
-            batch_size=args.batch_size,
-            use_lora=False,
-            image_aug=False,
-            save_freq=10**9,
-            learning_rate=1e-5,
-        )
+        base = demo_finetune_config(Path(tmp), args.batch_size)
         variants = {}
         for step in ("SFT", "CRaFT"):
             for label, precision, sdpa in (

@@ -35,7 +35,9 @@ from craft_vla.training.finetune import build_run
 from craft_vla.training.step import train_step
 
 
-def demo_run_config(root: Path, batch_size: int = 16) -> FinetuneConfig:
+def demo_finetune_config(root: Path, batch_size: int = 16) -> FinetuneConfig:
+    """Demonstrations of the demo's two tasks under `root`, and a full fine-tuning config of the demo's
+    model on them (float32, no augmentation, no checkpoints)."""
     write_demonstrations(
         root,
         8,
@@ -45,7 +47,7 @@ def demo_run_config(root: Path, batch_size: int = 16) -> FinetuneConfig:
         progress=False,
         config=WorldConfig(min_objects=1, max_objects=1),
     )
-    cfg = FinetuneConfig(
+    return FinetuneConfig(
         model=DEMO_PRESET,
         data_root_dir=root,
         dataset_name="tabletop",
@@ -55,8 +57,15 @@ def demo_run_config(root: Path, batch_size: int = 16) -> FinetuneConfig:
         image_aug=False,
         save_freq=10**9,
         learning_rate=1e-5,
-        use_craft=True,
-        craft_cache_path=str(root / "cache"),
+    )
+
+
+def demo_run_config(root: Path, batch_size: int = 16) -> FinetuneConfig:
+    """`demo_finetune_config` with CRaFT on and its anchor cache built."""
+    import dataclasses
+
+    cfg = dataclasses.replace(
+        demo_finetune_config(root, batch_size), use_craft=True, craft_cache_path=str(root / "cache")
     )
     build_cache(cfg)
     return cfg

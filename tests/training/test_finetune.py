@@ -80,17 +80,22 @@ def test_head_learning_rate_equal_to_learning_rate_changes_nothing(rlds_root, tm
         assert torch.equal(plain[name], split[name]), name
 
 
-def test_resume_continues_exactly(rlds_root, tmp_path):
-    cfg = config(rlds_root, tmp_path, max_steps=6, run_id_override="full")
-    full_dir = finetune(cfg)
-    half = dataclasses.replace(cfg, max_steps=3, run_id_override="resumed")
+def assert_resume_is_exact(cfg, full_dir, stop_at: int) -> None:
+    """A run of `cfg` stopped after `stop_at` steps and resumed ends with the weights and metrics of the
+    uninterrupted run in `full_dir`."""
+    half = dataclasses.replace(cfg, max_steps=stop_at, run_id_override=f"{cfg.run_id_override}-resumed")
     finetune(half)
-    resumed_dir = finetune(dataclasses.replace(half, max_steps=6, resume=True))
-    a, b = final_weights(full_dir, 6), final_weights(resumed_dir, 6)
+    resumed_dir = finetune(dataclasses.replace(half, max_steps=cfg.max_steps, resume=True))
+    a, b = final_weights(full_dir, cfg.max_steps), final_weights(resumed_dir, cfg.max_steps)
     for name in a:
         assert torch.equal(a[name], b[name]), name
     metrics = [(full_dir / "metrics.jsonl").read_text(), (resumed_dir / "metrics.jsonl").read_text()]
     assert metrics[0] == metrics[1]
+
+
+def test_resume_continues_exactly(rlds_root, tmp_path):
+    cfg = config(rlds_root, tmp_path, max_steps=6, run_id_override="full")
+    assert_resume_is_exact(cfg, finetune(cfg), stop_at=3)
 
 
 @pytest.fixture
@@ -194,9 +199,4 @@ def test_correction_mode_runs_logs_its_step_and_resumes_exactly(craft_cfg):
     records = [json.loads(line) for line in (full_dir / "metrics.jsonl").read_text().splitlines()]
     assert all(r["craft/lambda"] == 0.0 for r in records)  # λ is not used in this mode
     assert any(r["craft/correction"] > 0 for r in records[1:])
-    half = dataclasses.replace(cfg, max_steps=3, run_id_override="correction-resumed")
-    finetune(half)
-    resumed_dir = finetune(dataclasses.replace(half, max_steps=5, resume=True))
-    a, b = final_weights(full_dir, 5), final_weights(resumed_dir, 5)
-    for name in a:
-        assert torch.equal(a[name], b[name]), name
+    assert_resume_is_exact(cfg, full_dir, stop_at=3)

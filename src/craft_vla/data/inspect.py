@@ -1,4 +1,4 @@
-"""`craft-vla data inspect PATH`: summarise an RLDS dataset and save a grid of sample images."""
+"""`craft-vla data inspect PATH`: summarise an RLDS or LeRobot v3 dataset and save a grid of sample images."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from craft_vla.data.rlds import RLDSReader
-from craft_vla.data.statistics import compute_dataset_statistics
+from craft_vla.data.formats import Reader, open_reader, reader_statistics
 from craft_vla.data.transforms import get_dataset_kind, infer_dataset_kind
 
 
@@ -19,7 +18,7 @@ def _format_vector(values: np.ndarray) -> str:
     return "[" + ", ".join(f"{v: .4f}" for v in values) + "]"
 
 
-def image_grid(reader: RLDSReader, num_samples: int = 8, tile: int = 128) -> Image.Image:
+def image_grid(reader: Reader, num_samples: int = 8, tile: int = 128) -> Image.Image:
     """A grid of `num_samples` steps spread over the dataset (rows) x its cameras (columns)."""
     cameras = [k.split("/", 1)[1] for k, s in reader.features.items() if s.kind == "image" and s.in_sequence]
     if not cameras:
@@ -46,12 +45,16 @@ def inspect(
     max_episodes: int = 20,
     kind: str | None = None,
     index_dir: str | Path | None = None,
+    dataset_format: str = "auto",
+    lerobot_features: str | None = None,
 ) -> dict[str, Any]:
     """Print episodes, total steps, instructions and statistics of the dataset at `path`; write a PNG grid.
 
     Returns the summary as a dict (episodes, steps, instructions, statistics as JSON).
     """
-    reader = RLDSReader(path, split, index_dir=index_dir)
+    reader = open_reader(
+        path, split, dataset_format=dataset_format, lerobot_features=lerobot_features, index_dir=index_dir
+    )
     dataset_kind = get_dataset_kind(kind) if kind else infer_dataset_kind(reader.name)
     lengths = reader.episode_lengths
     instructions: Counter[str] = Counter()
@@ -61,6 +64,8 @@ def inspect(
         episode_instructions.append(texts[0] if len(texts) else "")
         instructions[episode_instructions[-1]] += 1
     print(f"{reader.name} {reader.version} ({split}) at {reader.data_dir}")
+    if hasattr(reader, "feature_map"):
+        print(f"LeRobot at {reader.fps:g} fps; inputs: {reader.feature_map}")
     print(
         f"episodes: {reader.num_episodes}  total steps: {reader.num_steps}  "
         f"steps per episode: min {lengths.min()} mean {lengths.mean():.1f} max {lengths.max()}"
@@ -77,7 +82,7 @@ def inspect(
     print(f"instructions ({len(instructions)} distinct):")
     for text, count in instructions.most_common():
         print(f"  {count:5d} x {text}")
-    stats = compute_dataset_statistics(reader, dataset_kind)
+    stats = reader_statistics(reader, dataset_kind)
     print(f"statistics ({dataset_kind.name} transform, {stats.num_transitions} transitions):")
     for name, entry in (("action", stats.action), ("proprio", stats.proprio)):
         if entry is None:
@@ -99,16 +104,26 @@ def inspect(
 
 @dataclass
 class InspectConfig:
-    """`craft-vla data inspect PATH`: episodes, steps, instructions and normalisation statistics of an RLDS
-    dataset, and a PNG grid of sample images. Kinds: libero, identity (default: from the dataset's name)."""
+    """`craft-vla data inspect PATH`: episodes, steps, instructions and normalisation statistics of an RLDS or
+    LeRobot v3 dataset, and a PNG grid of sample images. Kinds: libero, identity (default: from the name)."""
 
-    path: Path = Path(".")  # dataset directory: <root>/<name> or <root>/<name>/<version>
+    path: Path = Path(".")  # dataset directory: RLDS <root>/<name>[/<version>], or a LeRobot root
     out: Path | None = None  # PNG grid of sample images (default: none)
     split: str = "train"
     num_images: int = 8
     kind: str | None = None  # dataset kind: libero | identity; default from the name
+    dataset_format: str = "auto"  # rlds | lerobot | auto (by the layout)
+    lerobot_features: str = ""  # LeRobot keys: image=KEY,wrist_image=KEY,state=KEY,action=KEY; else LIBERO's
 
 
 def inspect_command(cfg: InspectConfig) -> int:
-    inspect(cfg.path, cfg.out, split=cfg.split, num_images=cfg.num_images, kind=cfg.kind)
+    inspect(
+        cfg.path,
+        cfg.out,
+        split=cfg.split,
+        num_images=cfg.num_images,
+        kind=cfg.kind,
+        dataset_format=cfg.dataset_format,
+        lerobot_features=cfg.lerobot_features or None,
+    )
     return 0

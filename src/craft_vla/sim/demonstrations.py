@@ -197,8 +197,10 @@ def write_demonstrations(
     overwrite: bool = False,
     progress: bool = True,
     config: WorldConfig | None = None,
+    dataset_format: str = "rlds",
 ) -> GenerationReport:
-    """Generate the demonstrations and write them as `<out_dir>/<name>/1.0.0/` (RLDS, TFDS layout).
+    """Generate the demonstrations and write them as `<out_dir>/<name>/1.0.0/` (RLDS, TFDS layout), or with
+    `dataset_format="lerobot"` as the LeRobot v3 root `<out_dir>/<name>/` (lossless videos, LIBERO's keys).
 
     `config` changes the world (e.g. `WorldConfig(min_objects=1, max_objects=1)` for single-object scenes).
     """
@@ -215,9 +217,15 @@ def write_demonstrations(
         f"craft-vla embedded tabletop suite, split {split}, expert demonstrations, "
         f"action noise {action_noise}"
     )
-    writer = RLDSWriter(
-        out_dir, name, features, version=DATASET_VERSION, overwrite=overwrite, description=description
-    )
+    if dataset_format == "lerobot":
+        from craft_vla.data.lerobot_writer import LeRobotWriter
+
+        writer, features = LeRobotWriter(out_dir, name, overwrite=overwrite), None  # workers send episodes
+    else:
+        writer = RLDSWriter(
+            out_dir, name, features, version=DATASET_VERSION, overwrite=overwrite, description=description
+        )
+    add = writer.add if features is None else writer.add_serialized
     episodes = steps = 0
     failed: list[tuple[str, int]] = []
     try:
@@ -234,21 +242,22 @@ def write_demonstrations(
             if record is None:
                 failed.append(spec)
                 continue
-            writer.add_serialized(record)
+            add(record)
             episodes, steps = episodes + 1, steps + num
     except BaseException:
         writer.abort()
         raise
     path = writer.close()
-    size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     return GenerationReport(path, episodes, steps, failed, time.perf_counter() - start, size)
 
 
 @dataclass
 class GenerateConfig:
     """`craft-vla data generate OUT_DIR`: expert demonstrations of the embedded tabletop suite as an RLDS
-    dataset in OUT_DIR/<name>/1.0.0/. Tasks: reach, pick_up, stack, unstack, place_side, place_corner,
-    place_middle, place_relation, push_side. Splits: train, heldout."""
+    dataset in OUT_DIR/<name>/1.0.0/ (--format lerobot: a LeRobot v3 root OUT_DIR/<name>/). Tasks: reach,
+    pick_up, stack, unstack, place_side, place_corner, place_middle, place_relation, push_side. Splits: train,
+    heldout."""
 
     out_dir: Path = Path("datasets/rlds")  # root directory; the dataset goes to <out_dir>/<name>/1.0.0/
     num_episodes_per_task: int = 40
@@ -261,10 +270,13 @@ class GenerateConfig:
     name: str | None = None  # dataset name (default: tabletop, or tabletop_<split>)
     overwrite: bool = False
     progress: bool = True
+    format: str = "rlds"  # rlds: <out_dir>/<name>/1.0.0/ | lerobot: the LeRobot v3 root <out_dir>/<name>/
 
     def __post_init__(self) -> None:
         from craft_vla.sim.splits import SPLITS
 
+        if self.format not in ("rlds", "lerobot"):
+            raise ValueError(f"--format must be rlds or lerobot, got {self.format!r}")
         if self.num_episodes_per_task < 1:
             raise ValueError(f"--num_episodes_per_task must be at least 1, got {self.num_episodes_per_task}")
         if self.split not in SPLITS:
@@ -293,6 +305,7 @@ def generate(cfg: GenerateConfig) -> GenerationReport:
         cfg.name,
         cfg.overwrite,
         cfg.progress,
+        dataset_format=cfg.format,
     )
     print(report.summary())
     return report

@@ -156,6 +156,8 @@ class FinetuneConfig:
     # data
     data_root_dir: Path = Path("datasets/rlds")
     dataset_name: str = "craft_tabletop"  # one name, or several joined by "+" for a mixture
+    dataset_format: str = "auto"  # rlds | lerobot | auto (by each dataset directory's layout)
+    lerobot_features: str = ""  # LeRobot keys: image=KEY,wrist_image=KEY,state=KEY,action=KEY; else LIBERO's
     run_root_dir: Path = Path("runs")
     image_aug: bool = True
     num_workers: int = 0
@@ -254,6 +256,8 @@ class FinetuneConfig:
             raise ValueError(f"--precision must be auto, fp32 or bf16, got {self.precision!r}")
         if self.optimizer not in ("adamw", "sgd"):
             raise ValueError(f"--optimizer must be adamw or sgd, got {self.optimizer!r}")
+        if self.dataset_format not in ("auto", "rlds", "lerobot"):
+            raise ValueError(f"--dataset_format must be auto, rlds or lerobot, got {self.dataset_format!r}")
         if self.freeze_vlm and self.use_lora:
             raise ValueError(
                 "--freeze_vlm True trains no VLM weight (LoRA adapters included): pass --use_lora False"

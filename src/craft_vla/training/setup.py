@@ -12,6 +12,7 @@ import hashlib
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,12 +23,11 @@ from craft_vla.craft import AnchorSpec
 from craft_vla.craft.cache import AnchorCache, CacheError
 from craft_vla.data.collate import VLACollator
 from craft_vla.data.dataset import SampleConfig, VLADataset
+from craft_vla.data.formats import Reader, open_reader, reader_format, reader_statistics
 from craft_vla.data.image import ImageNormalization
 from craft_vla.data.normalize import DatasetStatistics
 from craft_vla.data.prompt import vla_prompt_text
-from craft_vla.data.rlds import RLDSReader, resolve_dataset_dir
 from craft_vla.data.sampler import EpochSampler
-from craft_vla.data.statistics import compute_dataset_statistics
 from craft_vla.data.tokenizers import WordTokenizer
 from craft_vla.data.transforms import infer_dataset_kind
 from craft_vla.models import VLAAdapterConfig, VLAAdapterPolicy, build_policy, get_config, loading
@@ -43,9 +43,12 @@ def dataset_names(cfg: FinetuneConfig) -> list[str]:
     return sorted(n for n in cfg.dataset_name.split("+") if n)
 
 
-def open_readers(cfg: FinetuneConfig, split: str = "train") -> list[RLDSReader]:
+def open_readers(cfg: FinetuneConfig, split: str = "train") -> list[Reader]:
+    """The datasets <data_root_dir>/<name>, each RLDS or LeRobot (`--dataset_format`, default: its layout)."""
+    root, features = Path(cfg.data_root_dir), cfg.lerobot_features or None
     return [
-        RLDSReader(resolve_dataset_dir(cfg.data_root_dir, name), split=split) for name in dataset_names(cfg)
+        open_reader(root / name, split, dataset_format=cfg.dataset_format, lerobot_features=features)
+        for name in dataset_names(cfg)
     ]
 
 
@@ -66,7 +69,7 @@ def base_config(cfg: FinetuneConfig) -> VLAAdapterConfig:
     return loading.vlm_config(cfg.vlm_path, cfg.model) if cfg.vlm_path else get_config(cfg.model)
 
 
-def load_tokenizer(cfg: FinetuneConfig, readers: Sequence[RLDSReader]):
+def load_tokenizer(cfg: FinetuneConfig, readers: Sequence[Reader]):
     """The run's tokenizer (`models.loading.load_tokenizer` over `tokenizer_sources`), or, for a preset model
     without any of those paths, a word-level vocabulary of the datasets' instructions."""
     sources = tokenizer_sources(cfg)
@@ -76,7 +79,7 @@ def load_tokenizer(cfg: FinetuneConfig, readers: Sequence[RLDSReader]):
     return WordTokenizer.from_texts(vla_prompt_text(i) for i in instructions)
 
 
-def episode_instructions(reader: RLDSReader) -> set[str]:
+def episode_instructions(reader: Reader) -> set[str]:
     """Every language instruction of a dataset (records are parsed, images not decoded)."""
     found: set[str] = set()
     for episode in range(reader.num_episodes):
@@ -130,7 +133,7 @@ class Prepared:
     """What finetune and build-cache build first from a config: the data, its tokenizer and statistics, and
     the model."""
 
-    readers: list[RLDSReader]
+    readers: list[Reader]
     tokenizer: Any
     statistics: dict[str, DatasetStatistics]
     policy: VLAAdapterPolicy
@@ -143,7 +146,7 @@ def prepare(cfg: FinetuneConfig) -> Prepared:
     torch.manual_seed(cfg.seed)  # the same initialisation in every command and on every rank
     readers = open_readers(cfg)
     tokenizer = load_tokenizer(cfg, readers)
-    statistics = {r.name: compute_dataset_statistics(r, infer_dataset_kind(r.name)) for r in readers}
+    statistics = {r.name: reader_statistics(r, infer_dataset_kind(r.name)) for r in readers}
     action_dims = {s.action.dim for s in statistics.values()}
     if len(action_dims) != 1:
         raise ValueError(
@@ -270,6 +273,10 @@ def anchor_fingerprint(
         "datasets": {name: statistics_sha256(dataset.statistics[name]) for name in dataset.dataset_names},
         "num_samples": int(len(dataset)),
     }
+    # formats other than RLDS only, so that an RLDS cache built before LeRobot input keeps its fingerprint
+    formats = {r.name: reader_format(r) for r in dataset.readers if reader_format(r)["format"] != "rlds"}
+    if formats:
+        fingerprint["dataset_formats"] = formats
     return json.loads(json.dumps(fingerprint))  # the form it has after a round trip through meta.json
 
 

@@ -15,7 +15,9 @@ from torch.utils.data import DataLoader
 
 from craft_vla.data.collate import VLACollator
 from craft_vla.data.dataset import VLADataset
-from craft_vla.data.rlds import RLDSFormatError, RLDSReader
+from craft_vla.data.formats import Reader
+from craft_vla.data.lerobot import LeRobotFormatError
+from craft_vla.data.rlds import RLDSFormatError
 from craft_vla.data.sampler import EpochSampler
 from craft_vla.training import setup
 from craft_vla.training.config import FinetuneConfig
@@ -37,18 +39,19 @@ class Validation:
     collate: VLACollator
 
 
-def open_validation_readers(cfg: FinetuneConfig) -> list[RLDSReader]:
+def open_validation_readers(cfg: FinetuneConfig) -> list[Reader]:
     try:
         return setup.open_readers(cfg, split="val")
-    except RLDSFormatError as error:
+    except (RLDSFormatError, LeRobotFormatError) as error:
         raise ValueError(
             f"--use_val_set True evaluates on the 'val' split of the datasets, as VLA-Adapter does, but "
-            f"{error}. Add a 'val' split (its shards and an entry in dataset_info.json) or pass "
+            f"{error}. Add a 'val' split (RLDS: its shards and an entry in dataset_info.json; LeRobot: an "
+            "episode range in meta/info.json's splits) or pass "
             "--use_val_set False"
         ) from error
 
 
-def validation_set(run: Run, readers: list[RLDSReader]) -> Validation:
+def validation_set(run: Run, readers: list[Reader]) -> Validation:
     train, cfg, env = run.dataset, run.cfg, run.env
     config = dataclasses.replace(train.config, augment=False)
     dataset = VLADataset(readers, train.tokenizer, config, statistics=train.statistics)
