@@ -20,7 +20,6 @@ than craft-vla's, so the documented layout is read with pyarrow and PyAV (`pip i
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 import re
@@ -36,6 +35,7 @@ from craft_vla.data.cache_dir import cache_dir
 from craft_vla.data.image_codec import decode_image
 from craft_vla.data.nesting import nest_flat
 from craft_vla.data.normalize import DatasetStatistics, NormStats
+from craft_vla.data.reader import EpisodeReader
 from craft_vla.data.tfds_features import FeatureSpec
 from craft_vla.data.transforms import DatasetKind
 
@@ -158,7 +158,7 @@ class _VideoCursor:
         return frame.to_ndarray()
 
 
-class LeRobotReader:
+class LeRobotReader(EpisodeReader):
     """Random access to the episodes and frames of one split of a local LeRobot v3 dataset.
 
     `features` maps roles to LeRobot keys (see `feature_map`). Attributes as `RLDSReader`'s: `name` (the
@@ -206,23 +206,6 @@ class LeRobotReader:
         self._tables: OrderedDict[str, Any] = OrderedDict()
         self._cache: OrderedDict[int, dict[str, Any]] = OrderedDict()
         self._videos: dict[Path, _VideoCursor] = {}
-
-    @property
-    def num_episodes(self) -> int:
-        return len(self.episode_lengths)
-
-    @property
-    def num_steps(self) -> int:
-        return int(self.episode_lengths.sum())
-
-    def __len__(self) -> int:
-        return self.num_episodes
-
-    def __repr__(self) -> str:
-        return (
-            f"LeRobotReader({self.name} {self.version} {self.split}: "
-            f"{self.num_episodes} episodes, {self.num_steps} steps)"
-        )
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -337,12 +320,6 @@ class LeRobotReader:
             for p in files
         ]
         return [*stamps, {"feature_map": dict(self.feature_map)}]
-
-    def cache_path(self, suffix: str) -> Path:
-        """A file in the index directory that belongs to this dataset split (`suffix` tells what it holds)."""
-        digest = hashlib.sha1(str(self.data_dir.resolve()).encode()).hexdigest()[:16]
-        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{self.name}-{self.version}-{self.split}-{digest}-{suffix}")
-        return self.index_dir / f"{safe}.json"
 
     def _data_table(self, chunk: int, file: int) -> Any:
         """One data parquet file's columns (videos excluded); the last two read are kept."""
@@ -526,16 +503,6 @@ class LeRobotReader:
                 flat[f"steps/{key}"] = np.stack([f[key] for f in frames])
         flat.update({f"episode_metadata/{k}": v for k, v in self._metadata(episode).items()})
         return nest_flat(flat)
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        for episode in range(self.num_episodes):
-            yield self.read_episode(episode)
-
-    def iter_steps(self) -> Iterator[tuple[int, int, dict[str, Any]]]:
-        """(episode, step, step dict) for every step, in storage order."""
-        for episode, length in enumerate(self.episode_lengths):
-            for step in range(int(length)):
-                yield episode, step, self.get_step(episode, step)
 
     def stats_json_statistics(self, kind: DatasetKind) -> DatasetStatistics | None:
         """The statistics VLA-Adapter normalises with, from meta/stats.json, when they describe what is

@@ -13,13 +13,10 @@ kept. A reader pickles without its open files, so DataLoader workers (fork or sp
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import re
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +27,7 @@ from craft_vla.data.cache_dir import cache_dir
 from craft_vla.data.example_proto import decode_example
 from craft_vla.data.image_codec import decode_image
 from craft_vla.data.nesting import nest_flat
+from craft_vla.data.reader import EpisodeReader
 from craft_vla.data.tfds_features import FeatureSpec, read_features_json
 from craft_vla.data.tfrecord import RecordSpan, TFRecordError, iter_records, read_record_at
 
@@ -159,7 +157,7 @@ def parse_episode(data: bytes, features: dict[str, FeatureSpec], where: str) -> 
     return EpisodeRecord(num_steps or 0, values)
 
 
-class RLDSReader:
+class RLDSReader(EpisodeReader):
     """Random access to the episodes and steps of one TFDS/RLDS dataset split.
 
     `data_dir` is `<root>/<name>/<version>` (or `<root>/<name>`, see `resolve_dataset_dir`).
@@ -199,23 +197,6 @@ class RLDSReader:
         self._fds: dict[int, int] = {}
         self._cache: OrderedDict[int, EpisodeRecord] = OrderedDict()
 
-    @property
-    def num_episodes(self) -> int:
-        return len(self.episode_lengths)
-
-    @property
-    def num_steps(self) -> int:
-        return int(self.episode_lengths.sum())
-
-    def __len__(self) -> int:
-        return self.num_episodes
-
-    def __repr__(self) -> str:
-        return (
-            f"RLDSReader({self.name} {self.version} {self.split}: "
-            f"{self.num_episodes} episodes, {self.num_steps} steps)"
-        )
-
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_fds"], state["_cache"] = {}, OrderedDict()
@@ -229,12 +210,6 @@ class RLDSReader:
         """Name, size and mtime of features.json and every shard; a change invalidates caches."""
         files = [self.data_dir / "features.json", *self.shards]
         return [{"name": p.name, "size": p.stat().st_size, "mtime_ns": p.stat().st_mtime_ns} for p in files]
-
-    def cache_path(self, suffix: str) -> Path:
-        """A file in the index directory that belongs to this dataset split (`suffix` tells what it holds)."""
-        digest = hashlib.sha1(str(self.data_dir.resolve()).encode()).hexdigest()[:16]
-        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{self.name}-{self.version}-{self.split}-{digest}-{suffix}")
-        return self.index_dir / f"{safe}.json"
 
     def _index_path(self) -> Path:
         return self.cache_path("index")
@@ -364,16 +339,6 @@ class RLDSReader:
                 decoded = [self._decode_step_image(episode, t, spec, b) for t, b in enumerate(images)]
                 flat[spec.key] = np.stack(decoded) if spec.in_sequence else decoded[0]
         return nest_flat(flat)
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        for episode in range(self.num_episodes):
-            yield self.read_episode(episode)
-
-    def iter_steps(self) -> Iterator[tuple[int, int, dict[str, Any]]]:
-        """(episode, step, step dict) for every step, in storage order."""
-        for episode, length in enumerate(self.episode_lengths):
-            for step in range(int(length)):
-                yield episode, step, self.get_step(episode, step)
 
 
 __all__ = [
