@@ -21,9 +21,9 @@ Two ways to enforce the budget (issue 16):
   retention loss after the update, L_ret + ⟨g_ret, u⟩,
       θ ← θ + u − κ · max(L_ret + ⟨g_ret, u⟩ − ε, 0) / (‖g_ret‖² + δ) · g_ret,
   which for κ = 1 lands the linearised L_ret on ε exactly when the update would exceed it, and moves
-  nothing otherwise (a projection: it cannot overshoot, whatever the scale of g_ret). λ is not used.
-  A correction of the violation alone, without the update's own drift ⟨g_ret, u⟩, lagged: L_ret sat at
-  3-8 ε in the demo's first 70 steps (docs/method.md).
+  nothing otherwise. λ is not used. Measured on the demo, it does not hold the budget (L_ret 4-11 ε after
+  step 100): AdamW's update raises L_ret by about ‖J u‖² beyond the linear term, which no step along g_ret
+  alone removes (docs/method.md). It stays as a tested experiment of issue 16, not a default.
 """
 
 from __future__ import annotations
@@ -137,7 +137,7 @@ class CraftStep:
         self.num_steps = 0
         self.num_conflicts = 0
         self._g_act: list[Tensor | None] | None = None
-        # until applied: (κ·(L_ret − ε), ‖g_ret‖², ⟨g_ret, θ⟩ before the optimizer's step, g_ret)
+        # until applied: (L_ret − ε, ‖g_ret‖², ⟨g_ret, θ⟩ before the optimizer's step, g_ret)
         self._correction: tuple[float, float, Tensor, list[Tensor | None]] | None = None
 
     def stash_action_gradient(self) -> None:

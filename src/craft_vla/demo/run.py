@@ -168,10 +168,10 @@ def workers_for(cfg: DemoConfig, runs: int) -> int:
 
 
 def run_jobs(
-    cfg: DemoConfig, base, snapshot: Path, snapshot_retention: dict[str, Any]
+    cfg: DemoConfig, base, snapshot: Path, snapshot_measures: dict[str, Any]
 ) -> list[dict[str, Any]]:
-    """Fine-tune and evaluate every method × seed, printing the table as runs finish; results in
-    seed-major order."""
+    """Fine-tune and evaluate every method × seed, printing the table (with the snapshot's retention
+    measures as its first row) as runs finish; results in seed-major order."""
     from craft_vla.demo.progress import LiveProgress
     from craft_vla.demo.report import snapshot_row_of
 
@@ -182,16 +182,15 @@ def run_jobs(
     ]
     anchor_fraction = base.anchor_batch_size / base.batch_size
     costs = {(job[2], job[3]): method_cost(job[2], anchor_fraction) for job in jobs}
-    progress = LiveProgress(costs, cfg.methods, workers, snapshot_row_of(snapshot_retention))
+    progress = LiveProgress(costs, cfg.methods, workers, snapshot_row_of(snapshot_measures))
     print(
         f"fine-tuning {len(jobs)} runs ({len(cfg.methods)} methods × {len(cfg.seeds)} seeds), {workers} "
         f"at a time with {threads} torch thread(s) each"
     )
     done = {}
     if workers > 1:
-        by_cost = sorted(
-            jobs, key=lambda job: -costs[(job[2], job[3])]
-        )  # longest first: workers end together
+        # longest first, so that the workers end together
+        by_cost = sorted(jobs, key=lambda job: -costs[(job[2], job[3])])
         with mp.get_context("spawn").Pool(workers) as pool:
             for result in pool.imap_unordered(run_job, by_cost):
                 done[(result["method"], result["seed"])] = result
