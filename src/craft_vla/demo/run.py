@@ -12,11 +12,14 @@ Stages (each cached under `DemoConfig.cache_root`, keyed by its settings, so a s
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import multiprocessing as mp
+import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -162,6 +165,22 @@ def snapshot_retention(cfg: DemoConfig, base, snapshot: Path) -> dict[str, Any]:
     return retention_report(policy, base, tokenizer, snapshot, cfg.retention_scenes)
 
 
+@contextlib.contextmanager
+def exit_on_sigterm() -> Iterator[None]:
+    """Turn SIGTERM into SystemExit in this process while the block runs, so that a worker pool's context
+    exit terminates its workers: by default a terminated demo died at once and left its fine-tuning workers
+    running on the cores."""
+
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def workers_for(cfg: DemoConfig, runs: int) -> int:
     """--workers, or with 0 one per idle core, at most one per run."""
     return min(cfg.workers or idle_cores(), runs)
@@ -191,7 +210,7 @@ def run_jobs(
     if workers > 1:
         # longest first, so that the workers end together
         by_cost = sorted(jobs, key=lambda job: -costs[(job[2], job[3])])
-        with mp.get_context("spawn").Pool(workers) as pool:
+        with exit_on_sigterm(), mp.get_context("spawn").Pool(workers) as pool:
             for result in pool.imap_unordered(run_job, by_cost):
                 done[(result["method"], result["seed"])] = result
                 progress.finished(result)
