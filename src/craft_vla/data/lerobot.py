@@ -350,9 +350,9 @@ class LeRobotReader(EpisodeReader):
     def episode_record(self, episode: int) -> dict[str, Any]:
         """One episode's frame columns {step key: (T, ...) array, "language_instruction": [T str],
         "timestamp": (T,) float64}; images of dtype "image" stay encoded. The last few are cached."""
-        if episode in self._cache:
-            self._cache.move_to_end(episode)
-            return self._cache[episode]
+        cached = self._cached_record(episode)
+        if cached is not None:
+            return cached
         self._check_episode(episode)
         index = int(self.episode_indices[episode])
         table = self._data_table(
@@ -381,10 +381,7 @@ class LeRobotReader(EpisodeReader):
                 f"{self.data_dir}: episode {index} uses task indices {unknown} not in {TASKS_PATH}"
             )
         record[INSTRUCTION_KEY] = [self.tasks[t] for t in task_indices]
-        self._cache[episode] = record
-        while len(self._cache) > max(self.episode_cache_size, 1):
-            self._cache.popitem(last=False)
-        return record
+        return self._remember(episode, record)
 
     def step_fields(self, episode: int) -> dict[str, Any]:
         """The episode's non-image step features, stacked over steps, keyed as in RLDS

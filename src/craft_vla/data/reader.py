@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,8 @@ import numpy as np
 
 class EpisodeReader:
     """Base of the readers: a subclass sets `name`, `version`, `split`, `data_dir`, `index_dir` and
-    `episode_lengths` (steps per episode of the split), and defines `read_episode` and `get_step`."""
+    `episode_lengths` (steps per episode of the split), `episode_cache_size` and an empty OrderedDict
+    `_cache`, and defines `read_episode` and `get_step`."""
 
     name: str
     version: str
@@ -21,6 +23,8 @@ class EpisodeReader:
     data_dir: Path
     index_dir: Path
     episode_lengths: np.ndarray
+    episode_cache_size: int
+    _cache: OrderedDict[int, Any]
 
     @property
     def num_episodes(self) -> int:
@@ -44,6 +48,20 @@ class EpisodeReader:
         digest = hashlib.sha1(str(self.data_dir.resolve()).encode()).hexdigest()[:16]
         safe = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{self.name}-{self.version}-{self.split}-{digest}-{suffix}")
         return self.index_dir / f"{safe}.json"
+
+    def _cached_record(self, episode: int) -> Any | None:
+        """The parsed record of `episode` if it is among the last `episode_cache_size` read, else None."""
+        if episode not in self._cache:
+            return None
+        self._cache.move_to_end(episode)
+        return self._cache[episode]
+
+    def _remember(self, episode: int, record: Any) -> Any:
+        """Keep `record` among the last `episode_cache_size` records read (at least one); returns it."""
+        self._cache[episode] = record
+        while len(self._cache) > max(self.episode_cache_size, 1):
+            self._cache.popitem(last=False)
+        return record
 
     def read_episode(self, episode: int, decode_images: bool = True) -> dict[str, Any]:
         raise NotImplementedError

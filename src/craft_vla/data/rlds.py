@@ -253,9 +253,9 @@ class RLDSReader(EpisodeReader):
 
     def episode_record(self, episode: int) -> EpisodeRecord:
         """The parsed record of `episode` (images still encoded); the last few are cached."""
-        if episode in self._cache:
-            self._cache.move_to_end(episode)
-            return self._cache[episode]
+        cached = self._cached_record(episode)
+        if cached is not None:
+            return cached
         if not 0 <= episode < self.num_episodes:
             raise IndexError(f"{self.name}: episode {episode} out of range [0, {self.num_episodes})")
         shard = int(self._index["shard"][episode])
@@ -265,10 +265,7 @@ class RLDSReader(EpisodeReader):
         path = self.shards[shard]
         data = read_record_at(self._fds[shard], path, span, verify=self.verify_checksums)
         record = parse_episode(data, self.features, f"{path}: episode {episode} at byte offset {span.offset}")
-        self._cache[episode] = record
-        while len(self._cache) > max(self.episode_cache_size, 1):
-            self._cache.popitem(last=False)
-        return record
+        return self._remember(episode, record)
 
     def step_fields(self, episode: int) -> dict[str, Any]:
         """The episode's non-image step features, stacked over steps, keyed without "steps/"
