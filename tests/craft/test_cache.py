@@ -95,5 +95,28 @@ def test_relative_epsilon_is_a_fraction_of_the_anchored_parts_spread(parts):
     reference = 0.2 * float(((f - f.mean(axis=0)) ** 2).sum(axis=1).mean())
     assert resolve_epsilon(0.2, "relative", spread, parts) == pytest.approx(reference, rel=1e-12)
     assert resolve_epsilon(0.2, "absolute", spread, parts) == 0.2
-    with pytest.raises(ValueError, match="relative or absolute"):
+    with pytest.raises(ValueError, match="epsilon mode must be one of"):
         resolve_epsilon(0.2, "fraction", spread, parts)
+
+
+def test_balanced_epsilon_weighs_each_part_by_its_own_spread():
+    """L_ret with `part_weights` = Σ_part ||Δf_part||² / S_part (float64 reference); ε = rel × the parts."""
+    import torch
+
+    from craft_vla.craft import retention_loss
+    from craft_vla.craft.cache import feature_spread, part_weights, resolve_epsilon
+
+    rng = np.random.default_rng(1)
+    dims = {"raw": 5, "text": 2, "aq": 3}
+    f_tilde = rng.normal(size=(40, 10)) * np.r_[np.full(5, 30.0), np.full(2, 0.1), np.full(3, 2.0)]
+    f = f_tilde + rng.normal(size=(40, 10)) * 0.05
+    spread = feature_spread(f_tilde, dims)
+    reference, start = 0.0, 0
+    for dim in dims.values():
+        part = slice(start, start + dim)
+        s_part = ((f_tilde[:, part] - f_tilde[:, part].mean(0)) ** 2).sum(1).mean()
+        reference += ((f[:, part] - f_tilde[:, part]) ** 2).sum(1).mean() / s_part
+        start += dim
+    got = retention_loss(torch.tensor(f), torch.tensor(f_tilde), part_weights(spread, dims))
+    assert float(got) == pytest.approx(reference, rel=1e-5)
+    assert resolve_epsilon(0.2, "balanced", spread, "both") == pytest.approx(0.6)

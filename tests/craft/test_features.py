@@ -45,6 +45,28 @@ def test_anchor_features_concatenate_raw_and_aq_parts():
         anchor_features(states, raw, aq, raw_layer=7, aq_layer=4)
 
 
+def test_several_raw_layers_per_token_then_the_text_mean():
+    gen = torch.Generator().manual_seed(2)
+    states = tuple(torch.randn(2, 7, 4, generator=gen) for _ in range(5))
+    raw = torch.zeros(2, 7, dtype=torch.bool)
+    raw[:, :3] = True
+    text = torch.zeros(2, 7, dtype=torch.bool)
+    text[0, 3:5] = True
+    text[1, 3:6] = True  # prompts of other lengths
+    aq = torch.zeros(2, 7, dtype=torch.bool)
+    aq[:, 6] = True
+    f = anchor_features(states, raw, aq, (1, 3), 4, pool="tokens", parts="raw", text_positions=text)
+    by_hand = [states[1][:, :3].flatten(1), states[3][:, :3].flatten(1)]
+    by_hand += [torch.stack([states[k][0, 3:5].mean(0), states[k][1, 3:6].mean(0)]) for k in (1, 3)]
+    torch.testing.assert_close(f, torch.cat(by_hand, dim=1))
+    assert AnchorSpec((1, 3), 4, parts="raw", text=True).layers == (1, 3)
+    assert AnchorSpec([1, 3], 4) == AnchorSpec((1, 3), 4)  # a list from a config file is a tuple
+    with pytest.raises(ValueError, match="twice"):
+        AnchorSpec((2, 2), 4)
+    with pytest.raises(ValueError, match="text"):
+        AnchorSpec(2, 4, parts="aq", text=True)
+
+
 def test_spec_validates_and_reports_last_layer():
     assert AnchorSpec(3, 6).last_layer == 6
     assert AnchorSpec(3, 6, parts="raw").last_layer == 3

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from craft_vla.models.bridge import bridge_positions, gather_tokens, mask_positions, placeholder_mask
+from craft_vla.models.bridge import (
+    bridge_positions,
+    gather_tokens,
+    mask_positions,
+    placeholder_mask,
+    text_positions,
+)
 
 
 def where(mask_row: torch.Tensor) -> list[int]:
@@ -30,6 +36,12 @@ def test_shifted_layout_is_the_training_slicing():
     assert where(raw[0]) == where(raw[1]) == [0, 1, 2]
     # text token t >= 1 sits at t + P: row 0 queries at 8, 9 -> read 7, 8; row 1 queries at 5, 6 -> read 4, 5
     assert where(aq[0]) == [7, 8] and where(aq[1]) == [4, 5]
+
+
+def test_text_positions_lie_between_the_patches_and_the_queries():
+    # row 0: [t0, p1..p3, t1..t4, q, q] -> text at 4..7; row 1: [t0, p1..p3, t1, q, q, pad...] -> text at 4
+    text = text_positions(MASK, P, Q)
+    assert where(text[0]) == [4, 5, 6, 7] and where(text[1]) == [4]
 
 
 def test_aligned_layout_reads_patches_and_queries():

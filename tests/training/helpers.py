@@ -20,9 +20,9 @@ def cli_args(cfg: FinetuneConfig) -> list[str]:
     args = []
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
-        if value is None:
+        if value is None or value == ():
             continue
-        args += [f"--{f.name}", str(value)]
+        args += [f"--{f.name}", *map(str, value if isinstance(value, tuple) else [value])]
     return args
 
 

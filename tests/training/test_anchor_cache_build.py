@@ -23,6 +23,7 @@ from craft_vla.cli.main import main as craft_vla
 from craft_vla.craft import AnchorSpec
 from craft_vla.craft.cache import BUILD, META, AnchorCache, CacheError
 from craft_vla.data.collate import VLACollator
+from craft_vla.training import setup
 from craft_vla.training.build_cache import build_cache
 from craft_vla.training.config import FinetuneConfig
 from craft_vla.training.finetune import build_run
@@ -100,6 +101,26 @@ def test_cached_features_equal_a_direct_frozen_forward(built):
     for part, columns in {"all": slice(None), "raw": slice(0, d), "aq": slice(d, None)}.items():
         assert cache.spread[part] == pytest.approx(spread(f[:, columns]), rel=1e-9), part
     assert cache.spread["mean_norm_sq"] == pytest.approx((f**2).sum(1).mean().item(), rel=1e-9)
+
+
+def test_per_token_layers_and_text_are_cached_with_their_part_sizes(rlds_root, tmp_path):
+    """Patch tokens of two layers and the text mean at both: one cache row equals the policy's features,
+    and meta.json records each part's size and spread (the balanced ε reads them)."""
+    cfg = cache_config(rlds_root, tmp_path, craft_pool="tokens", craft_raw_layers=(1, 3), craft_text=True)
+    cfg = dataclasses.replace(cfg, craft_parts="raw")
+    cache = build_cache(cfg)
+    run = build_run(dataclasses.replace(cfg, use_craft=False, run_id_override="reference"))
+    policy, dataset = run.state.model.eval(), run.dataset
+    d, patches = policy.config.hidden_size, policy.config.num_patches
+    assert cache.part_dims == {"raw": 2 * patches * d, "text": 2 * d}
+    assert cache.fingerprint["raw_layer"] == [1, 3] and cache.fingerprint["text"] is True
+    ids = dataset.sample_ids[:5]
+    batch = VLACollator(pad_token_id=dataset.tokenizer.pad_token_id)([dataset[int(i)] for i in ids])
+    with torch.no_grad():
+        features = policy(batch, anchor_spec=setup.anchor_spec(cfg, policy.config.llm.num_hidden_layers))
+    torch.testing.assert_close(cache.features(ids), features, rtol=1e-5, atol=1e-6)
+    f = cache.features(cache.sample_ids).double()
+    assert cache.spread["text"] == pytest.approx(spread(f[:, -2 * d :]), rel=1e-9)
 
 
 def test_two_rank_build_equals_one_rank_build(built, tmp_path):

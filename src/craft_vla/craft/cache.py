@@ -186,13 +186,32 @@ def feature_spread(features: np.ndarray, part_dims: Mapping[str, int]) -> dict[s
     return spread
 
 
+EPSILON_MODES = ("relative", "balanced", "absolute")
+
+
+def part_names(spread: Mapping[str, float]) -> list[str]:
+    """The anchored parts a cache records a spread for ("raw", "text", "aq"), in feature order."""
+    return [name for name in spread if name not in ("all", "mean_norm_sq")]
+
+
+def part_weights(spread: Mapping[str, float], part_dims: Mapping[str, int]) -> torch.Tensor:
+    """(F,) float32: 1/S_part for every feature of each part, so that each part's drift counts in units of
+    its own spread (the balanced ε mode): parts of very different scales (per-token patch states, the
+    mean of a few text tokens) then each weigh as much in L_ret."""
+    return torch.cat([torch.full((dim,), 1.0 / spread[name]) for name, dim in part_dims.items()]).float()
+
+
 def resolve_epsilon(epsilon: float, mode: str, spread: Mapping[str, float], parts: str) -> float:
     """The budget ε in L_ret's units: `absolute` as given, `relative` as a fraction of the spread S of the
-    anchored parts (S of "raw" or "aq" alone when only that part is anchored, of all features for "both")."""
+    anchored parts (S of "raw" or "aq" alone when only that part is anchored, of all features for "both"),
+    `balanced` as a fraction of each part's own spread (L_ret weighted by `part_weights`, ε × the number of
+    parts)."""
     if mode == "absolute":
         return epsilon
+    if mode == "balanced":
+        return epsilon * len(part_names(spread))
     if mode != "relative":
-        raise ValueError(f"epsilon mode must be relative or absolute, got {mode!r}")
+        raise ValueError(f"epsilon mode must be one of {EPSILON_MODES}, got {mode!r}")
     part = "all" if parts == "both" else parts
     if part not in spread:
         raise CacheError(
@@ -314,6 +333,11 @@ class AnchorCache:
     @property
     def spread(self) -> dict[str, float]:
         return self.meta["spread"]
+
+    @property
+    def part_dims(self) -> dict[str, int]:
+        """Feature dims of each anchored part, in feature order."""
+        return self.meta["part_dims"]
 
     def check_fingerprint(self, run: Mapping[str, Any], ignore: Iterable[str] = ()) -> None:
         """Refuse a cache built from another model, layers, pooling, preprocessing or data."""

@@ -1,7 +1,9 @@
 """Anchor features: the pooled bridge conditions that CRaFT keeps close to the snapshot.
 
 f(o, l) = [Pool(C_R^(m)) ; Pool(C_AQ^(M))], read from hidden states the forward already computes
-(`hidden_states[0]` is the embedding output, `hidden_states[i]` the output of layer i).
+(`hidden_states[0]` is the embedding output, `hidden_states[i]` the output of layer i). The raw part may
+anchor several layers, [Pool(C_R^(m1)) ; ... ; Pool(C_R^(mk))]: holding one layer lets the layers around
+it drift (docs/method.md).
 """
 
 from __future__ import annotations
@@ -18,27 +20,43 @@ PARTS = ("both", "raw", "aq")
 
 @dataclass(frozen=True)
 class AnchorSpec:
-    """Which bridge conditions are anchored: raw latent of `raw_layer`, action-query latent of `aq_layer`."""
+    """Which bridge conditions are anchored: raw latent of `raw_layer` (one layer, or a tuple of layers in
+    order), action-query latent of `aq_layer`."""
 
-    raw_layer: int
+    raw_layer: int | tuple[int, ...]
     aq_layer: int
     pool: str = "mean"
     parts: str = "both"
+    # also the mean of the prompt's text tokens at each raw layer (the part "text", after the raw part)
+    text: bool = False
 
     def __post_init__(self) -> None:
+        if isinstance(self.raw_layer, list):  # e.g. from a config file: frozen and hashable as a tuple
+            object.__setattr__(self, "raw_layer", tuple(self.raw_layer))
         if self.pool not in POOLINGS:
             raise ValueError(f"pool must be one of {POOLINGS}, got {self.pool!r}")
         if self.parts not in PARTS:
             raise ValueError(f"parts must be one of {PARTS}, got {self.parts!r}")
-        if self.raw_layer < 0 or self.aq_layer < 0:
+        if not self.raw_layers or min(self.raw_layers) < 0 or self.aq_layer < 0:
             raise ValueError(f"layers must be >= 0, got raw_layer={self.raw_layer}, aq_layer={self.aq_layer}")
+        if len(set(self.raw_layers)) != len(self.raw_layers):
+            raise ValueError(f"raw_layer lists a layer twice: {self.raw_layer}")
+        if self.text and self.parts == "aq":
+            raise ValueError("text anchors are read at the raw layers: they need parts 'raw' or 'both'")
+
+    @property
+    def raw_layers(self) -> tuple[int, ...]:
+        """The raw-latent layers anchored, in order."""
+        return self.raw_layer if isinstance(self.raw_layer, tuple) else (self.raw_layer,)
 
     @property
     def layers(self) -> tuple[int, ...]:
         """The hidden-state indices this spec reads."""
-        return {"both": (self.raw_layer, self.aq_layer), "raw": (self.raw_layer,), "aq": (self.aq_layer,)}[
-            self.parts
-        ]
+        return {
+            "both": (*self.raw_layers, self.aq_layer),
+            "raw": self.raw_layers,
+            "aq": (self.aq_layer,),
+        }[self.parts]
 
     @property
     def last_layer(self) -> int:
@@ -71,17 +89,20 @@ def anchor_features(
     hidden_states: Sequence[Tensor] | Mapping[int, Tensor],
     raw_positions: Tensor,
     aq_positions: Tensor,
-    raw_layer: int,
+    raw_layer: int | tuple[int, ...],
     aq_layer: int,
     pool: str = "mean",
     parts: str = "both",
+    text_positions: Tensor | None = None,
 ) -> Tensor:
-    """[Pool(C_R^(raw_layer)) ; Pool(C_AQ^(aq_layer))] -> (B, F), F = 2·D for mean pooling of both parts.
+    """[Pool(C_R^(raw_layer)) ; Pool(C_AQ^(aq_layer))] -> (B, F), F = 2·D for mean pooling of both parts
+    (with several raw layers, their pooled raw latents in order, then the action-query part). With
+    `text_positions` (B, S), the mean over those positions at each raw layer follows the raw part.
 
     `hidden_states` holds (B, S, D) tensors indexed by layer (a tuple from `output_hidden_states=True`
     or the dict captured by `HiddenStateHooks`); positions are bool masks (B, S).
     """
-    spec = AnchorSpec(raw_layer, aq_layer, pool, parts)
+    spec = AnchorSpec(raw_layer, aq_layer, pool, parts, text=text_positions is not None)
     available = len(hidden_states) if not isinstance(hidden_states, Mapping) else None
     for layer in spec.layers:
         if (available is not None and layer >= available) or (
@@ -93,7 +114,9 @@ def anchor_features(
             )
     pooled = []
     if parts in ("both", "raw"):
-        pooled.append(pool_tokens(hidden_states[raw_layer], raw_positions, pool))
+        pooled.extend(pool_tokens(hidden_states[layer], raw_positions, pool) for layer in spec.raw_layers)
+    if spec.text:
+        pooled.extend(pool_tokens(hidden_states[layer], text_positions, "mean") for layer in spec.raw_layers)
     if parts in ("both", "aq"):
         pooled.append(pool_tokens(hidden_states[aq_layer], aq_positions, pool))
     return torch.cat(pooled, dim=-1)

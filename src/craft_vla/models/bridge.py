@@ -55,6 +55,16 @@ def bridge_positions(
     return raw_mask, aq_mask
 
 
+def text_positions(attention_mask: Tensor, num_patches: int, num_action_queries: int) -> Tensor:
+    """(B, S + num_patches) bool: the prompt's text tokens, after the patches and before the action queries.
+
+    Causal attention makes them the VLM's reading of the instruction and the image, untouched by the
+    queries: the language pathway that the patch tokens of C_R do not cover (docs/method.md)."""
+    text = attention_mask.bool() & ~placeholder_mask(attention_mask, num_action_queries)
+    text[:, 0] = False
+    return insert_patches(text, text.new_zeros(text.shape[0], num_patches))
+
+
 def mask_positions(mask: Tensor, count: int) -> Tensor:
     """Indices (B, count) of the true entries of `mask` (B, S), in order; each row has `count` of them.
 

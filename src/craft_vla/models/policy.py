@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from craft_vla.craft import AnchorSpec, anchor_features
 from craft_vla.models.action_head import L1RegressionActionHead
-from craft_vla.models.bridge import gather_tokens, mask_positions
+from craft_vla.models.bridge import gather_tokens, mask_positions, text_positions
 from craft_vla.models.config import VLAAdapterConfig
 from craft_vla.models.projectors import ProprioProjector
 from craft_vla.models.vlm import VLM
@@ -98,7 +98,7 @@ class VLAAdapterPolicy(nn.Module):
         )
         if anchor_spec is not None:
             hidden = vla.hidden_states(batch, num_layers=anchor_spec.last_layer)
-            return spec_features(hidden, raw_mask, aq_mask, anchor_spec)
+            return spec_features(hidden, raw_mask, aq_mask, anchor_spec, self._text_mask(batch, anchor_spec))
         hidden = vla.hidden_states(batch)
         raw_index = mask_positions(raw_mask, vla.num_patches(batch["pixel_values"]))
         aq_index = mask_positions(aq_mask, self.config.num_action_queries)
@@ -109,8 +109,17 @@ class VLAAdapterPolicy(nn.Module):
         if "actions" in batch:
             out.loss, out.metrics = l1_action_loss(actions, batch["actions"])
         if feature_spec is not None:
-            out.features = spec_features(hidden, raw_mask, aq_mask, feature_spec)
+            out.features = spec_features(
+                hidden, raw_mask, aq_mask, feature_spec, self._text_mask(batch, feature_spec)
+            )
         return out
+
+    def _text_mask(self, batch: Batch, spec: AnchorSpec) -> Tensor | None:
+        """The prompt's text positions when `spec` anchors them, else None."""
+        if not spec.text:
+            return None
+        patches = unwrap_vlm(self.vla).num_patches(batch["pixel_values"])
+        return text_positions(batch["attention_mask"], patches, self.config.num_action_queries)
 
     def _proprio_token(self, batch: Batch) -> Tensor | None:
         """The projected proprio (B, 1, D), or None when the policy does not use proprio."""
@@ -141,9 +150,17 @@ def freeze_unused(policy: VLAAdapterPolicy) -> None:
         module.requires_grad_(False)
 
 
-def spec_features(hidden: tuple[Tensor, ...], raw_mask: Tensor, aq_mask: Tensor, spec: AnchorSpec) -> Tensor:
+def spec_features(
+    hidden: tuple[Tensor, ...],
+    raw_mask: Tensor,
+    aq_mask: Tensor,
+    spec: AnchorSpec,
+    text_mask: Tensor | None = None,
+) -> Tensor:
     """craft's [Pool(C_R^(m)); Pool(C_AQ^(M))] (B, F) from hidden states and the bridge positions."""
-    return anchor_features(hidden, raw_mask, aq_mask, spec.raw_layer, spec.aq_layer, spec.pool, spec.parts)
+    return anchor_features(
+        hidden, raw_mask, aq_mask, spec.raw_layer, spec.aq_layer, spec.pool, spec.parts, text_mask
+    )
 
 
 def unwrap_vlm(vla: nn.Module) -> VLM:

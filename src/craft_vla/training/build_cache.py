@@ -48,10 +48,12 @@ def build_cache(cfg: FinetuneConfig) -> AnchorCache | None:
     hidden = policy.config.hidden_size
     tokens = 1 if spec.pool == "mean" else None
     part_dims = {
-        "raw": hidden * (tokens or policy.config.num_patches),
+        "raw": hidden * (tokens or policy.config.num_patches) * len(spec.raw_layers),
+        "text": hidden * len(spec.raw_layers),
         "aq": hidden * (tokens or policy.config.num_action_queries),
     }
-    part_dims = {k: v for k, v in part_dims.items() if spec.parts in ("both", k)}
+    anchored = {"raw": spec.parts in ("both", "raw"), "text": spec.text, "aq": spec.parts in ("both", "aq")}
+    part_dims = {k: v for k, v in part_dims.items() if anchored[k]}
     start = time.perf_counter()
 
     def load_batch(batch_ids: list[int]) -> dict:

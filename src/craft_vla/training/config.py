@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from craft_vla.craft.cache import EPSILON_MODES
+
 
 @dataclass(frozen=True)
 class VLAAdapterFlag:
@@ -225,11 +227,15 @@ class FinetuneConfig:
     # CRaFT
     use_craft: bool = False
     craft_raw_layer: int = -1  # m; -1: L/2
+    craft_raw_layers: tuple[int, ...] = ()  # several raw-latent layers anchored (e.g. 1 2 3 4); overrides m
+    craft_text: bool = False  # also anchor the mean of the prompt's text tokens at the raw layers
     craft_aq_layer: int = -1  # M; -1: L
     craft_pool: str = "mean"  # mean | tokens
     craft_parts: str = "both"  # both | raw | aq
     craft_epsilon: float = 0.05
-    craft_epsilon_mode: str = "relative"  # relative: ε × the cache's feature spread S; absolute
+    # relative: ε × the cache's feature spread S; balanced: each anchored part in units of its own spread
+    # (L_ret = Σ_part ||Δf_part||²/S_part, ε × the number of parts); absolute
+    craft_epsilon_mode: str = "relative"
     craft_dual_lr: float = 1.0
     craft_lambda_max: float | None = None
     craft_lambda_init: float = 0.0  # with --craft_dual_lr 0: a fixed-weight retention penalty
@@ -319,9 +325,10 @@ class FinetuneConfig:
             raise ValueError(
                 "--freeze_vlm True leaves nothing for CRaFT to constrain: pass --use_craft False"
             )
-        if self.craft_epsilon_mode not in ("relative", "absolute"):
+        if self.craft_epsilon_mode not in EPSILON_MODES:
             raise ValueError(
-                f"--craft_epsilon_mode must be relative or absolute, got {self.craft_epsilon_mode!r}"
+                f"--craft_epsilon_mode must be one of {', '.join(EPSILON_MODES)}, "
+                f"got {self.craft_epsilon_mode!r}"
             )
         if self.craft_anchor_source not in ("cache", "online"):
             raise ValueError(
@@ -336,9 +343,10 @@ class FinetuneConfig:
             raise ValueError(
                 "--craft_anchor_source online needs --use_lora True (the snapshot is the base model)"
             )
-        if self.craft_epsilon_mode == "relative" and self.craft_anchor_source == "online":
+        if self.craft_epsilon_mode != "absolute" and self.craft_anchor_source == "online":
             raise ValueError(
-                "relative ε needs the cache's feature spread: use --craft_epsilon_mode absolute online"
+                f"{self.craft_epsilon_mode} ε needs the cache's feature spread: "
+                "use --craft_epsilon_mode absolute online"
             )
 
     @property

@@ -21,7 +21,7 @@ import yaml
 from tqdm import tqdm
 
 from craft_vla.craft import CraftStep, DualVariable
-from craft_vla.craft.cache import AnchorCache, resolve_epsilon
+from craft_vla.craft.cache import AnchorCache, part_weights, resolve_epsilon
 from craft_vla.data.collate import VLACollator
 from craft_vla.data.dataset import VLADataset
 from craft_vla.data.normalize import save_dataset_statistics
@@ -176,6 +176,8 @@ def setup_craft(run: Run, policy, tokenizer, collate: VLACollator, autocast) -> 
         )
         ids = setup.anchor_ids(cache, anchor_data)
         epsilon = resolve_epsilon(cfg.craft_epsilon, cfg.craft_epsilon_mode, cache.spread, spec.parts)
+        if cfg.craft_epsilon_mode == "balanced":
+            run.state.anchor_weights = part_weights(cache.spread, cache.part_dims).to(env.device)
     else:
         ids = anchor_data.sample_ids
 

@@ -218,12 +218,15 @@ def to_device(batch: dict, device: torch.device) -> dict:
 
 
 def anchor_spec(cfg: FinetuneConfig, num_layers: int) -> AnchorSpec:
-    """m = L/2 and M = L unless given."""
+    """m = L/2 (or the layers of --craft_raw_layers) and M = L unless given."""
     raw = cfg.craft_raw_layer if cfg.craft_raw_layer >= 0 else num_layers // 2
+    if cfg.craft_raw_layers:
+        raw = tuple(cfg.craft_raw_layers)
     aq = cfg.craft_aq_layer if cfg.craft_aq_layer >= 0 else num_layers
-    if max(raw, aq) > num_layers:
+    spec = AnchorSpec(raw, aq, cfg.craft_pool, cfg.craft_parts, text=cfg.craft_text)
+    if max(spec.layers) > num_layers:
         raise ValueError(f"anchor layers m={raw}, M={aq} exceed the LLM's {num_layers} layers")
-    return AnchorSpec(raw, aq, cfg.craft_pool, cfg.craft_parts)
+    return spec
 
 
 def uses_bf16(cfg: FinetuneConfig, device: torch.device) -> bool:
@@ -256,7 +259,8 @@ def anchor_fingerprint(
     fingerprint = {
         "weights_sha256": snapshot_sha256,
         "precision": precision,
-        "raw_layer": spec.raw_layer,
+        "raw_layer": list(spec.raw_layer) if isinstance(spec.raw_layer, tuple) else spec.raw_layer,
+        **({"text": True} if spec.text else {}),  # absent when off: caches built before it stay valid
         "aq_layer": spec.aq_layer,
         "pool": spec.pool,
         "parts": spec.parts,

@@ -30,6 +30,7 @@ class TrainState:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     craft: CraftStep | None = None
     anchor_spec: AnchorSpec | None = None
+    anchor_weights: Tensor | None = None  # per-feature weights of L_ret (the balanced ε mode), else None
     max_grad_norm: float = 0.0
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
     step: int = 0
@@ -56,13 +57,17 @@ class ActionLoss:
         return {k: v / max(self.count, 1) for k, v in self.sums.items()}
 
 
-def anchor_loss(spec: AnchorSpec, autocast: Callable[[], contextlib.AbstractContextManager]):
+def anchor_loss(
+    spec: AnchorSpec,
+    autocast: Callable[[], contextlib.AbstractContextManager],
+    weights: Tensor | None = None,
+):
     """Retention loss of one anchor micro-batch: features of the VLM up to layer M vs the cached f~."""
 
     def loss(model: nn.Module, batch: Batch) -> Tensor:
         with autocast():
             features = model(batch, anchor_spec=spec)
-        return retention_loss(features, batch["f_tilde"])
+        return retention_loss(features, batch["f_tilde"], weights)
 
     return loss
 
@@ -77,7 +82,7 @@ def train_step(
     if state.craft is not None:
         state.craft.stash_action_gradient()
         l_ret = accumulate_backward(
-            state.model, anchor_batches, anchor_loss(state.anchor_spec, state.autocast)
+            state.model, anchor_batches, anchor_loss(state.anchor_spec, state.autocast, state.anchor_weights)
         )
         log.update(state.craft.finish(l_act, l_ret).as_log())
     grads = [p.grad for p in state.trainable if p.grad is not None]
