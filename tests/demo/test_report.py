@@ -1,6 +1,6 @@
 """The report's reading of the acceptance targets off the summary table."""
 
-from craft_vla.demo.report import COLUMNS, targets
+from craft_vla.demo.report import COLUMNS, constraint_health, markdown_table, summarise, targets
 
 
 def row(**values):
@@ -62,3 +62,16 @@ def test_quick_runs_are_held_to_the_quick_budget_and_missing_methods_give_no_row
         found["CRaFT's accuracy on those questions / the snapshot's"][1] == "no"
     )  # 0 / 0: nan, not an error
     assert targets({"craft": row()}, {"QA not needed by task": 0.9}, 0.6, 100, "default") == []
+
+
+def test_constraint_health_reads_only_the_settled_steps():
+    # λ peaks at step 50 (ignored: before step 100); after it, 2 of 4 steps exceed 2ε, λ peaks at 3.0
+    ratios = {50: 9.0, 101: 2.5, 102: 1.0, 103: 2.0, 104: 4.0}
+    lambdas = {50: 40.0, 101: 3.0, 102: 1.0, 103: 0.5, 104: 2.0}
+    records = [{"step": s, "craft/lambda": lambdas[s], "craft/L_ret/epsilon": r} for s, r in ratios.items()]
+    assert constraint_health(records) == {"lambda_peak": 3.0, "over_2eps": 0.5}
+    # a run without the constraint has nothing to report, and its table cells stay empty
+    sft = constraint_health([{"step": s, "loss": 0.1} for s in range(200)])
+    assert sft == {"lambda_peak": None, "over_2eps": None}
+    table = summarise([{"method": "sft_full", "constraint": sft}], ("sft_full",))
+    assert markdown_table(table, None).splitlines()[-1].endswith("|  |  |")

@@ -67,7 +67,7 @@ class DemoConfig:
     # tighter than Adam at this learning rate can hold the action-query features (lambda grew without
     # bound, QA was lost: README)
     epsilon: float = 0.2
-    epsilon_mode: Literal["relative", "absolute"] = "relative"
+    epsilon_mode: Literal["relative", "balanced", "absolute"] = "relative"
     dual_lr: float = 0.0  # 0: 0.1 / epsilon, so lambda grows by 0.1 a step while L_ret = 2 epsilon
     # cap on lambda (0: none). A cap of 2 did not stop the CRaFT runs with 600 demonstrations per task from
     # diverging (README, issue 7), so none by default
@@ -77,6 +77,8 @@ class DemoConfig:
     # step's projection removes (1: the linearised L_ret lands on ε)
     correction_rate: float = 1.0
     raw_layer: int = -1  # m, the raw-latent layer anchored; -1: L/2
+    raw_layers: tuple[int, ...] = ()  # several raw-latent layers anchored instead of m (e.g. 1 2 3 4)
+    text: bool = False  # also anchor the mean of the prompt's text tokens at the raw layers
     aq_layer: int = -1  # M, the action-query layer anchored; -1: L
     parts: Literal["both", "raw", "aq"] = "both"  # which bridge parts are anchored
     pool: Literal["mean", "tokens"] = "mean"  # mean pooling or per-token features
@@ -120,7 +122,7 @@ class DemoConfig:
             )
         choices = {
             "precision": ("auto", "bf16", "fp32"),
-            "epsilon_mode": ("relative", "absolute"),
+            "epsilon_mode": ("relative", "balanced", "absolute"),
             "parts": ("both", "raw", "aq"),
             "pool": ("mean", "tokens"),
         }
@@ -148,6 +150,8 @@ class DemoConfig:
         for name, low in at_least.items():
             if getattr(self, name) < low:
                 raise ValueError(f"--{name} must be >= {low}; got {getattr(self, name)}")
+        if any(layer < 0 for layer in self.raw_layers):
+            raise ValueError(f"--raw_layers must list layers >= 0; got {list(self.raw_layers)}")
         positive = ("epsilon", "learning_rate", "correction_rate")
         non_negative = ("action_noise", "dual_lr", "lambda_max", "fixed_penalty_weight")
         for name in positive:

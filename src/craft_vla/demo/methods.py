@@ -15,6 +15,18 @@ METHODS: dict[str, dict[str, Any]] = {
     "fixed_penalty": {"use_lora": False, "use_craft": True, "craft_projection": False, "craft_dual_lr": 0.0},
     "projection_only": {"use_lora": False, "use_craft": True, "craft_dual_lr": 0.0, "craft_lambda_init": 0.0},
     "craft": {"use_lora": False, "use_craft": True},
+    # the seed's formulation, whatever the demo's anchor flags: mean-pooled C_R^(L/2) and C_AQ^(L), ε relative
+    "craft_seed": {
+        "use_lora": False,
+        "use_craft": True,
+        "craft_raw_layer": -1,
+        "craft_raw_layers": (),
+        "craft_aq_layer": -1,
+        "craft_parts": "both",
+        "craft_pool": "mean",
+        "craft_text": False,
+        "craft_epsilon_mode": "relative",
+    },
     "craft_correction": {"use_lora": False, "use_craft": True, "craft_correction_rate": 1.0},
 }
 
@@ -24,7 +36,9 @@ DESCRIPTIONS = {
     "frozen_vlm": "VLM frozen, only the policy head and proprio projector trained",
     "fixed_penalty": "L_act + w·L_ret with a fixed weight w, no projection",
     "projection_only": "conflict-aware projection, λ held at 0",
-    "craft": "CRaFT: projection + dual ascent on λ with budget ε",
+    "craft": "CRaFT: projection + dual ascent on λ with budget ε, on the anchors the demo's flags name",
+    "craft_seed": "CRaFT as first formulated: mean-pooled raw latent of layer L/2 and action-query latent of "
+    "layer L, ε relative to their spread",
     "craft_correction": "CRaFT with the budget kept by a correction step after AdamW's, which sees only "
     "the projected action gradient (no λ·g_ret)",
 }

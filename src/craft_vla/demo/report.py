@@ -22,7 +22,24 @@ COLUMNS = (
     ("QA not needed by task", lambda r: r["retention"]["qa"]["task_irrelevant"]),
     ("probe acc", lambda r: r["retention"]["probe_accuracy"]),
     ("drift L_ret", lambda r: r["retention"]["anchor_drift"]),
+    ("λ peak after step 100", lambda r: r["constraint"]["lambda_peak"]),
+    ("steps L_ret > 2ε after 100", lambda r: r["constraint"]["over_2eps"]),
 )
+RETENTION_COLUMNS = COLUMNS[3:7]  # the columns the snapshot has too
+SETTLED_AFTER = 100  # issue 16 judges the constraint from this step on: the first steps belong to the warm-up
+
+
+def constraint_health(records: list[dict[str, Any]], after: int = SETTLED_AFTER) -> dict[str, float | None]:
+    """How well a run held its budget once settled: the peak of λ and the fraction of steps with
+    L_ret > 2ε, over the steps after `after` (from the run's logged `craft/` metrics); None for a run
+    without the constraint or without steps after `after`."""
+    late = [x for x in records if x["step"] > after and "craft/lambda" in x]
+    if not late:
+        return {"lambda_peak": None, "over_2eps": None}
+    return {
+        "lambda_peak": max(x["craft/lambda"] for x in late),
+        "over_2eps": float(np.mean([x["craft/L_ret/epsilon"] > 2 for x in late])),
+    }
 
 
 def _get(result: dict[str, Any], getter) -> float:
@@ -58,7 +75,7 @@ def markdown_table(
             + " |"
         )
     for method, cols in table.items():
-        cells = [f"{m:.3f} ± {s:.3f}" for m, s in cols.values()]
+        cells = ["" if math.isnan(m) else f"{m:.3f} ± {s:.3f}" for m, s in cols.values()]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -69,7 +86,7 @@ WALL_TIME_BARS = {"quick": (180, 180), "default": (900, 600), "full": (2700, 270
 
 def snapshot_row_of(snapshot_retention: dict[str, Any]) -> dict[str, float]:
     """The snapshot's cells of the table (its retention columns)."""
-    return {name: _get({"retention": snapshot_retention}, getter) for name, getter in COLUMNS[3:]}
+    return {name: _get({"retention": snapshot_retention}, getter) for name, getter in RETENTION_COLUMNS}
 
 
 def targets(

@@ -93,6 +93,8 @@ def base_finetune_config(cfg: DemoConfig, data_root: Path, snapshot: Path, run_r
         save_latest_checkpoint_only=True,
         lora_rank=cfg.lora_rank,
         craft_raw_layer=cfg.raw_layer,
+        craft_raw_layers=cfg.raw_layers,
+        craft_text=cfg.text,
         craft_aq_layer=cfg.aq_layer,
         craft_pool=cfg.pool,
         craft_parts=cfg.parts,
@@ -108,14 +110,59 @@ def base_finetune_config(cfg: DemoConfig, data_root: Path, snapshot: Path, run_r
     )
 
 
-def job_config(cfg: DemoConfig, base, method: str, seed: int, threads: int):
+def job_config(cfg: DemoConfig, base, method: str, seed: int, threads: int, anchors: dict | None = None):
+    """The FinetuneConfig of one run: the method's overrides, and for a retention method its anchor cache
+    and dual step (`anchor_caches`)."""
     return dataclasses.replace(
         base,
         seed=seed,
         run_id_override=f"{method}-seed{seed}",
         threads=threads,
         **method_overrides(method, cfg.fixed_penalty_weight, cfg.correction_rate),
+        **(anchors or {}).get(method, {}),
     )
+
+
+ANCHOR_FIELDS = (
+    "craft_raw_layer",
+    "craft_aq_layer",
+    "craft_parts",
+    "craft_pool",
+    "craft_raw_layers",
+    "craft_text",
+)
+
+
+def anchor_caches(cfg: DemoConfig, base, snapshot: Path, data_root: Path) -> dict[str, dict[str, Any]]:
+    """method -> its `craft_cache_path` and `craft_dual_lr`, for every retention method of the demo.
+
+    A method anchors the features the demo's flags (--raw_layer(s), --aq_layer, --parts, --pool, --text)
+    name, unless it fixes them itself (`craft_seed`); each distinct set of anchored features gets one cache,
+    built once and reused by later demos."""
+    from craft_vla.craft.cache import resolve_epsilon
+    from craft_vla.training.build_cache import build_cache
+
+    settings = {}
+    for method in cfg.methods:
+        overrides = method_overrides(method, cfg.fixed_penalty_weight, cfg.correction_rate)
+        if not overrides.get("use_craft"):
+            continue
+        run = dataclasses.replace(base, **overrides)
+        features = [getattr(run, name) for name in ANCHOR_FIELDS]
+        key = settings_hash(DEMO_VERSION, str(snapshot), str(data_root), *features, cfg.resolved_precision())
+        path = cfg.cache_root / f"anchors-{key}"
+        if not (path / "meta.json").exists():
+            print(f"building the anchor cache of {method} (cached for later runs): {path}")
+            build_cache(dataclasses.replace(run, use_craft=True, craft_cache_path=str(path)))
+        else:
+            print(f"reusing the cached anchor cache of {method}: {path}")
+        dual_lr = cfg.dual_lr
+        if not dual_lr:  # λ grows by 0.1 a step while L_ret = 2ε, with the ε the trainer will use
+            spread = json.loads((path / "meta.json").read_text())["spread"]
+            epsilon = resolve_epsilon(run.craft_epsilon, run.craft_epsilon_mode, spread, run.craft_parts)
+            dual_lr = 0.1 / epsilon
+        settings[method] = {"craft_cache_path": str(path), "craft_dual_lr": dual_lr}
+    return settings
 
 
 def run_job(args: tuple) -> dict[str, Any]:
@@ -123,7 +170,9 @@ def run_job(args: tuple) -> dict[str, Any]:
     `ft_cfg.threads` torch threads."""
     cfg, ft_cfg, method, seed, snapshot = args
     from craft_vla.demo.evaluate import action_l1, closed_loop, load_finetuned, retention_report
+    from craft_vla.demo.report import constraint_health
     from craft_vla.training.finetune import finetune
+    from craft_vla.training.metrics import read_metrics
 
     start = time.perf_counter()
     run_dir = finetune(ft_cfg)
@@ -149,6 +198,7 @@ def run_job(args: tuple) -> dict[str, Any]:
         execute_steps=cfg.execute_steps,
     )
     result["retention"] = retention_report(policy, ft_cfg, tokenizer, snapshot, cfg.retention_scenes)
+    result["constraint"] = constraint_health(read_metrics(run_dir))
     result["eval_seconds"] = time.perf_counter() - start - train_seconds
     (run_dir / "result.json").write_text(json.dumps(result, indent=2))
     return result
@@ -187,7 +237,11 @@ def workers_for(cfg: DemoConfig, runs: int) -> int:
 
 
 def run_jobs(
-    cfg: DemoConfig, base, snapshot: Path, snapshot_measures: dict[str, Any]
+    cfg: DemoConfig,
+    base,
+    snapshot: Path,
+    snapshot_measures: dict[str, Any],
+    anchors: dict[str, dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Fine-tune and evaluate every method × seed, printing the table (with the snapshot's retention
     measures as its first row) as runs finish; results in seed-major order."""
@@ -197,7 +251,9 @@ def run_jobs(
     workers = workers_for(cfg, len(cfg.methods) * len(cfg.seeds))
     threads = threads_per_process(workers, cfg.threads)
     jobs = [
-        (cfg, job_config(cfg, base, m, s, threads), m, s, snapshot) for s in cfg.seeds for m in cfg.methods
+        (cfg, job_config(cfg, base, m, s, threads, anchors), m, s, snapshot)
+        for s in cfg.seeds
+        for m in cfg.methods
     ]
     anchor_fraction = base.anchor_batch_size / base.batch_size
     costs = {(job[2], job[3]): method_cost(job[2], anchor_fraction) for job in jobs}
@@ -225,7 +281,6 @@ def run_demo(cfg: DemoConfig) -> Path:
     """Every stage; returns the report directory."""
     import torch
 
-    from craft_vla.craft.cache import resolve_epsilon
     from craft_vla.demo.pretrain import (
         PretrainConfig,
         pretrained_snapshot,
@@ -233,7 +288,6 @@ def run_demo(cfg: DemoConfig) -> Path:
         snapshot_path,
     )
     from craft_vla.demo.report import write_report
-    from craft_vla.training.build_cache import build_cache
 
     torch.set_num_threads(threads_per_process(1, cfg.threads))  # pretraining and the cache run alone
     start = time.perf_counter()
@@ -249,34 +303,10 @@ def run_demo(cfg: DemoConfig) -> Path:
     out_dir = Path(cfg.out_dir)
     run_root = out_dir / "runs"
     base = base_finetune_config(cfg, data_root, snapshot, run_root, Path())
-    cache_key = "anchors-" + settings_hash(
-        DEMO_VERSION,
-        str(snapshot),
-        str(data_root),
-        cfg.raw_layer,
-        cfg.aq_layer,
-        cfg.parts,
-        cfg.pool,
-        cfg.resolved_precision(),
-    )
-    cache_path = cfg.cache_root / cache_key
-    base = dataclasses.replace(base, craft_cache_path=str(cache_path))
-    if not (cache_path / "meta.json").exists():
-        print(f"building the anchor cache (cached for later runs): {cache_path}")
-        build_cache(dataclasses.replace(base, use_craft=True))
-    else:
-        print(f"reusing the cached anchor cache: {cache_path}")
-    if not cfg.dual_lr:
-        spread = json.loads((cache_path / "meta.json").read_text())["spread"]
-        epsilon = resolve_epsilon(
-            cfg.epsilon, cfg.epsilon_mode, spread, cfg.parts
-        )  # the ε the trainer will use
-        base = dataclasses.replace(
-            base, craft_dual_lr=0.1 / epsilon
-        )  # λ grows by 0.1 a step while L_ret = 2ε
+    anchors = anchor_caches(cfg, base, snapshot, data_root)
     timings["anchor_cache"] = time.perf_counter() - start - sum(timings.values())
     snapshot_row = snapshot_retention(cfg, base, snapshot)
-    results = run_jobs(cfg, base, snapshot, snapshot_row)
+    results = run_jobs(cfg, base, snapshot, snapshot_row, anchors)
     timings["finetune_and_eval"] = time.perf_counter() - start - sum(timings.values())
     timings["total"] = time.perf_counter() - start
     report = write_report(out_dir, cfg, results, timings, snapshot, snapshot_row, pretrained=pretrained)
