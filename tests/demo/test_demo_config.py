@@ -68,11 +68,10 @@ def test_full_preset_runs_every_method_and_refuses_quick_beside_it(capsys):
     from craft_vla.demo.methods import METHODS
 
     full = parse("demo", ["--full"])
-    # every method but the issue-16 experiment craft_correction (docs/method.md) and craft_seed, which is
-    # craft itself unless the anchor flags change
+    # every method but the issue-16 experiment craft_correction (docs/method.md)
     assert (full.protocol, set(full.methods), full.seeds) == (
         "full",
-        set(METHODS) - {"craft_correction", "craft_seed"},
+        set(METHODS) - {"craft_correction"},
         (0, 1, 2),
     )
     assert parse("demo", []).methods == ("sft_full", "craft") and parse("demo", []).protocol == "default"
@@ -162,8 +161,8 @@ def test_action_noise_reaches_the_training_demonstrations_only(tmp_path):
 
 
 def test_each_retention_method_gets_the_cache_of_its_own_anchors(tmp_path, monkeypatch):
-    """`craft` anchors what the flags name, `craft_seed` the seed's features: two caches, each built once,
-    and each method's dual step from its own ε."""
+    """`craft` anchors what the flags name, `craft_seed` and the ablations the seed's features: two caches,
+    each built once; each method's dual step from its own ε, and the ablations keep theirs at 0."""
     import json
 
     import craft_vla.training.build_cache as build_cache_module
@@ -172,29 +171,26 @@ def test_each_retention_method_gets_the_cache_of_its_own_anchors(tmp_path, monke
     built = []
 
     def fake_build(cfg):  # records the anchors asked for and writes the meta.json a build would
-        built.append((cfg.craft_parts, cfg.craft_pool, cfg.craft_raw_layers, cfg.craft_cache_path))
+        built.append((cfg.craft_parts, cfg.craft_pool, cfg.craft_raw_layers))
         root = tmp_path / cfg.craft_cache_path
         root.mkdir(parents=True)
         (root / "meta.json").write_text(json.dumps({"spread": {"all": 50.0, "raw": 40.0, "aq": 10.0}}))
 
     monkeypatch.setattr(build_cache_module, "build_cache", fake_build)
-    cfg = DemoConfig(
-        methods=("sft_full", "craft", "craft_seed"),
-        parts="raw",
-        pool="tokens",
-        raw_layers=(1, 2),
-        cache_dir=tmp_path,
-    )
+    methods = ("sft_full", "craft", "craft_seed", "projection_only")
+    cfg = DemoConfig(methods=methods, raw_layers=(1, 2), cache_dir=tmp_path)
     base = run.base_finetune_config(
         cfg, tmp_path / "data", tmp_path / "snapshot", tmp_path / "runs", tmp_path
     )
     anchors = run.anchor_caches(cfg, base, tmp_path / "snapshot", tmp_path / "data")
-    assert sorted(anchors) == ["craft", "craft_seed"]
-    assert [b[:3] for b in built] == [("raw", "tokens", (1, 2)), ("both", "mean", ())]
+    assert sorted(anchors) == ["craft", "craft_seed", "projection_only"]
+    assert built == [("raw", "tokens", (1, 2)), ("both", "mean", ())]
+    assert anchors["craft_seed"]["craft_cache_path"] == anchors["projection_only"]["craft_cache_path"]
     assert anchors["craft"]["craft_cache_path"] != anchors["craft_seed"]["craft_cache_path"]
     assert anchors["craft"]["craft_dual_lr"] == pytest.approx(0.1 / (0.2 * 40.0))  # ε = 0.2 × S_raw
     assert anchors["craft_seed"]["craft_dual_lr"] == pytest.approx(0.1 / (0.2 * 50.0))  # ε = 0.2 × S_all
-    job = run.job_config(cfg, base, "craft_seed", 0, 1, anchors)
-    assert (job.craft_parts, job.craft_pool, job.craft_raw_layers) == ("both", "mean", ())
+    seed_job = run.job_config(cfg, base, "craft_seed", 0, 1, anchors)
+    assert (seed_job.craft_parts, seed_job.craft_pool, seed_job.craft_raw_layers) == ("both", "mean", ())
+    assert run.job_config(cfg, base, "projection_only", 0, 1, anchors).craft_dual_lr == 0.0
     again = run.anchor_caches(cfg, base, tmp_path / "snapshot", tmp_path / "data")
     assert again == anchors and len(built) == 2  # reused

@@ -8,26 +8,39 @@ from __future__ import annotations
 
 from typing import Any
 
+# the seed's anchors, whatever the demo's anchor flags: mean-pooled C_R^(L/2) and C_AQ^(L), ε relative to S
+SEED_ANCHORS: dict[str, Any] = {
+    "craft_raw_layer": -1,
+    "craft_raw_layers": (),
+    "craft_aq_layer": -1,
+    "craft_parts": "both",
+    "craft_pool": "mean",
+    "craft_text": False,
+    "craft_epsilon_mode": "relative",
+}
+
 METHODS: dict[str, dict[str, Any]] = {
     "sft_lora": {"use_lora": True},
     "sft_full": {"use_lora": False},
     "frozen_vlm": {"use_lora": False, "freeze_vlm": True},
-    "fixed_penalty": {"use_lora": False, "use_craft": True, "craft_projection": False, "craft_dual_lr": 0.0},
-    "projection_only": {"use_lora": False, "use_craft": True, "craft_dual_lr": 0.0, "craft_lambda_init": 0.0},
-    "craft": {"use_lora": False, "use_craft": True},
-    # the seed's formulation, whatever the demo's anchor flags: mean-pooled C_R^(L/2) and C_AQ^(L), ε relative
-    "craft_seed": {
+    # the ablations of the seed's CRaFT, on its anchors (the fixed weight w = 1 was chosen for their scale)
+    "fixed_penalty": {
         "use_lora": False,
         "use_craft": True,
-        "craft_raw_layer": -1,
-        "craft_raw_layers": (),
-        "craft_aq_layer": -1,
-        "craft_parts": "both",
-        "craft_pool": "mean",
-        "craft_text": False,
-        "craft_epsilon_mode": "relative",
+        "craft_projection": False,
+        "craft_dual_lr": 0.0,
+        **SEED_ANCHORS,
     },
-    "craft_correction": {"use_lora": False, "use_craft": True, "craft_correction_rate": 1.0},
+    "projection_only": {
+        "use_lora": False,
+        "use_craft": True,
+        "craft_dual_lr": 0.0,
+        "craft_lambda_init": 0.0,
+        **SEED_ANCHORS,
+    },
+    "craft": {"use_lora": False, "use_craft": True},
+    "craft_seed": {"use_lora": False, "use_craft": True, **SEED_ANCHORS},
+    "craft_correction": {"use_lora": False, "use_craft": True, "craft_correction_rate": 1.0, **SEED_ANCHORS},
 }
 
 DESCRIPTIONS = {

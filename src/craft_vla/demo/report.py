@@ -283,6 +283,8 @@ def write_report(
             default=str,
         )
     )
+    layers = f" at layers {list(cfg.raw_layers)}" if cfg.raw_layers else ""
+    text = " with the text tokens" if cfg.text else ""
     lines = [
         "# craft-vla demo: representation collapse under plain fine-tuning, and CRaFT",
         "",
@@ -290,8 +292,10 @@ def write_report(
         f"({platform.processor() or platform.machine()}, {_cores()} cores), "
         f"{cfg.protocol} protocol, seeds {list(cfg.seeds)}, {cfg.steps} fine-tuning steps, "
         f"batch {cfg.batch_size}, AdamW lr {cfg.learning_rate} β2 {cfg.adam_beta2}, "
-        f"{cfg.resolved_precision()}; ε = {cfg.epsilon} ({cfg.epsilon_mode}), anchored parts {cfg.parts}, "
-        f"pooling {cfg.pool}, λ cap {cfg.lambda_max or 'none'}. Fine-tuning tasks {', '.join(cfg.tasks)} in "
+        f"{cfg.resolved_precision()}; ε = {cfg.epsilon} ({cfg.epsilon_mode}), anchored parts {cfg.parts}"
+        f"{layers}{text}, "
+        f"pooling {cfg.pool} (craft_seed: the seed's anchors), λ cap {cfg.lambda_max or 'none'}. "
+        f"Fine-tuning tasks {', '.join(cfg.tasks)} in "
         f"scenes of {cfg.objects or '3-5'} object(s), {cfg.episodes_per_task} demonstrations per task; in "
         f"closed loop the policy executes the first {cfg.execute_steps} actions of each "
         "predicted chunk, then replans.",

@@ -156,12 +156,13 @@ def anchor_caches(cfg: DemoConfig, base, snapshot: Path, data_root: Path) -> dic
             build_cache(dataclasses.replace(run, use_craft=True, craft_cache_path=str(path)))
         else:
             print(f"reusing the cached anchor cache of {method}: {path}")
-        dual_lr = cfg.dual_lr
-        if not dual_lr:  # λ grows by 0.1 a step while L_ret = 2ε, with the ε the trainer will use
+        settings[method] = {"craft_cache_path": str(path)}
+        if not cfg.dual_lr and "craft_dual_lr" not in overrides:
+            # λ grows by 0.1 a step while L_ret = 2ε, with the ε the trainer will use (the ablations that
+            # fix λ keep their dual step of 0)
             spread = json.loads((path / "meta.json").read_text())["spread"]
             epsilon = resolve_epsilon(run.craft_epsilon, run.craft_epsilon_mode, spread, run.craft_parts)
-            dual_lr = 0.1 / epsilon
-        settings[method] = {"craft_cache_path": str(path), "craft_dual_lr": dual_lr}
+            settings[method]["craft_dual_lr"] = 0.1 / epsilon
     return settings
 
 
