@@ -33,6 +33,7 @@ from craft_vla.craft import AnchorSpec
 from craft_vla.data.collate import VLACollator
 from craft_vla.data.dataset import VLADataset
 from craft_vla.data.rlds import RLDSReader, resolve_dataset_dir
+from craft_vla.demo.config import DemoConfig
 from craft_vla.demo.evaluate import action_l1, closed_loop, load_finetuned, retention_sets, snapshot_policy
 from craft_vla.demo.retention import evaluating, probe_batches, qa_accuracy
 from craft_vla.demo.run import DATASET, VAL_DATASET
@@ -113,6 +114,7 @@ def demonstration_batches(cfg: FinetuneConfig, policy: VLAAdapterPolicy, tokeniz
 
 def measure_run(run_dir: Path, args: argparse.Namespace) -> list[dict]:
     cfg = draccus.parse(FinetuneConfig, config_path=run_dir / "config.yaml", args=[])
+    demo = DemoConfig()  # the demo's closed-loop protocol (tasks, one-object scenes, replanning)
     policy, tokenizer, statistics = load_finetuned(cfg, run_dir)
     snapshot = snapshot_policy(cfg.vlm_path, policy.config.action_dim, policy.config.proprio_dim)
     tuned = {k: v.clone() for k, v in unwrap_vlm(policy.vla).state_dict().items()}
@@ -147,8 +149,9 @@ def measure_run(run_dir: Path, args: argparse.Namespace) -> list[dict]:
                     policy.config.image_size,
                     args.closed_loop,
                     ("train", "heldout"),
-                    ("reach", "pick_up"),
-                    execute_steps=4,
+                    demo.tasks,
+                    demo.world(),  # the scenes the run was trained on
+                    execute_steps=demo.execute_steps,
                 )
         row["seconds"] = time.perf_counter() - start
         print(json.dumps({k: v for k, v in row.items() if not k.startswith("drift")}), flush=True)
