@@ -21,6 +21,7 @@ def test_default_world_has_one_object_and_zero_means_the_suite():
         ({"precision": "fp16"}, "--precision must be one of auto, bf16, fp32"),
         ({"execute_steps": 0}, "--execute_steps must be >= 1"),
         ({"action_noise": -0.1}, "--action_noise must be >= 0"),
+        ({"raw_layer": 3}, "use --raw_layers 3 for that layer alone"),
     ],
 )
 def test_bad_settings_are_refused(overrides, message):

@@ -106,7 +106,9 @@ def test_cached_features_equal_a_direct_frozen_forward(built):
 def test_per_token_layers_and_text_are_cached_with_their_part_sizes(rlds_root, tmp_path):
     """Patch tokens of two layers and the text mean at both: one cache row equals the policy's features,
     and meta.json records each part's size and spread (the balanced ε reads them)."""
-    cfg = cache_config(rlds_root, tmp_path, craft_pool="tokens", craft_raw_layers=(1, 3), craft_text=True)
+    cfg = cache_config(
+        rlds_root, tmp_path, craft_pool="tokens", craft_raw_layer=-1, craft_raw_layers=(1, 3), craft_text=True
+    )
     cfg = dataclasses.replace(cfg, craft_parts="raw")
     cache = build_cache(cfg)
     run = build_run(dataclasses.replace(cfg, use_craft=False, run_id_override="reference"))

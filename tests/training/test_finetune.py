@@ -200,3 +200,11 @@ def test_correction_mode_runs_logs_its_step_and_resumes_exactly(craft_cfg):
     assert all(r["craft/lambda"] == 0.0 for r in records)  # λ is not used in this mode
     assert any(r["craft/correction"] > 0 for r in records[1:])
     assert_resume_is_exact(cfg, full_dir, stop_at=3)
+
+
+def test_one_raw_layer_and_a_list_of_them_are_refused_together():
+    from craft_vla.training.config import FinetuneConfig
+
+    with pytest.raises(ValueError, match="use --craft_raw_layers 2 for that layer alone"):
+        FinetuneConfig(model="tiny", use_craft=True, craft_raw_layer=2, craft_raw_layers=(1, 2)).validate()
+    FinetuneConfig(model="tiny", use_craft=True, craft_raw_layers=(1, 2), craft_cache_path="cache").validate()

@@ -155,6 +155,11 @@ class DemoConfig:
                 raise ValueError(f"--{name} must be >= {low}; got {getattr(self, name)}")
         if any(layer < 0 for layer in self.raw_layers):
             raise ValueError(f"--raw_layers must list layers >= 0; got {list(self.raw_layers)}")
+        if self.raw_layer >= 0 and self.raw_layers:
+            raise ValueError(
+                f"--raw_layer {self.raw_layer} and --raw_layers {list(self.raw_layers)} both name the raw "
+                f"layers: use --raw_layers {self.raw_layer} for that layer alone"
+            )
         positive = ("epsilon", "learning_rate", "correction_rate")
         non_negative = ("action_noise", "dual_lr", "lambda_max", "fixed_penalty_weight")
         for name in positive:

@@ -325,6 +325,12 @@ class FinetuneConfig:
             raise ValueError(
                 "--freeze_vlm True leaves nothing for CRaFT to constrain: pass --use_craft False"
             )
+        if self.craft_raw_layer >= 0 and self.craft_raw_layers:
+            raise ValueError(
+                f"--craft_raw_layer {self.craft_raw_layer} and --craft_raw_layers "
+                f"{list(self.craft_raw_layers)} both name the raw layers: use --craft_raw_layers "
+                f"{self.craft_raw_layer} for that layer alone"
+            )
         if self.craft_epsilon_mode not in EPSILON_MODES:
             raise ValueError(
                 f"--craft_epsilon_mode must be one of {', '.join(EPSILON_MODES)}, "
