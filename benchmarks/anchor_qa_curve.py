@@ -93,14 +93,10 @@ def relative_drift(features: dict[str, torch.Tensor], reference: dict[str, torch
     return result
 
 
-def interpolated(policy: VLAAdapterPolicy, snapshot: VLAAdapterPolicy, alpha: float) -> VLAAdapterPolicy:
-    """`policy` with its VLM weights moved to θ_snapshot + α (θ_policy − θ_snapshot), in place."""
-    base = unwrap_vlm(snapshot.vla).state_dict()
-    vlm = unwrap_vlm(policy.vla)
-    tuned = {k: v.clone() for k, v in vlm.state_dict().items()}
+def interpolate(policy: VLAAdapterPolicy, base: dict, tuned: dict, alpha: float) -> None:
+    """Set `policy`'s VLM weights to θ_base + α (θ_tuned − θ_base), in place (both given as state dicts)."""
     blended = {k: base[k] + alpha * (v - base[k]) if v.is_floating_point() else v for k, v in tuned.items()}
-    vlm.load_state_dict(blended)
-    return policy
+    unwrap_vlm(policy.vla).load_state_dict(blended)
 
 
 def demonstration_batches(cfg: FinetuneConfig, policy: VLAAdapterPolicy, tokenizer, samples: int) -> list:
@@ -118,6 +114,7 @@ def measure_run(run_dir: Path, args: argparse.Namespace) -> list[dict]:
     policy, tokenizer, statistics = load_finetuned(cfg, run_dir)
     snapshot = snapshot_policy(cfg.vlm_path, policy.config.action_dim, policy.config.proprio_dim)
     tuned = {k: v.clone() for k, v in unwrap_vlm(policy.vla).state_dict().items()}
+    base = unwrap_vlm(snapshot.vla).state_dict()
     specs = anchor_definitions(policy.config.llm.num_hidden_layers)
     batches = demonstration_batches(cfg, policy, tokenizer, args.samples)
     reference = all_features(snapshot, batches, specs)
@@ -127,8 +124,7 @@ def measure_run(run_dir: Path, args: argparse.Namespace) -> list[dict]:
     qa_reference = all_features(snapshot, qa_batches, specs)
     rows = []
     for alpha in args.alphas:
-        unwrap_vlm(policy.vla).load_state_dict(tuned)
-        interpolated(policy, snapshot, alpha)
+        interpolate(policy, base, tuned, alpha)
         start = time.perf_counter()
         qa = qa_accuracy(policy, test, tokenizer)
         row = {
