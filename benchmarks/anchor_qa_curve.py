@@ -37,6 +37,7 @@ from craft_vla.demo.config import DemoConfig
 from craft_vla.demo.evaluate import action_l1, closed_loop, load_finetuned, retention_sets, snapshot_policy
 from craft_vla.demo.retention import evaluating, probe_batches, qa_accuracy
 from craft_vla.demo.run import DATASET, VAL_DATASET
+from craft_vla.demo.wise_ft import interpolate
 from craft_vla.models.bridge import insert_patches, placeholder_mask
 from craft_vla.models.policy import VLAAdapterPolicy, spec_features, unwrap_vlm
 from craft_vla.training import setup
@@ -91,12 +92,6 @@ def relative_drift(features: dict[str, torch.Tensor], reference: dict[str, torch
         spread = ((f_tilde - f_tilde.mean(0)) ** 2).sum(1).mean()
         result[name] = float(((features[name] - f_tilde) ** 2).sum(1).mean() / spread)
     return result
-
-
-def interpolate(policy: VLAAdapterPolicy, base: dict, tuned: dict, alpha: float) -> None:
-    """Set `policy`'s VLM weights to θ_base + α (θ_tuned − θ_base), in place (both given as state dicts)."""
-    blended = {k: base[k] + alpha * (v - base[k]) if v.is_floating_point() else v for k, v in tuned.items()}
-    unwrap_vlm(policy.vla).load_state_dict(blended)
 
 
 def demonstration_batches(cfg: FinetuneConfig, policy: VLAAdapterPolicy, tokenizer, samples: int) -> list:

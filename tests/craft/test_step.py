@@ -2,14 +2,16 @@
 
 import copy
 
+import pytest
 import torch
 
 from craft_vla.craft import CraftStep, DualVariable
 from craft_vla.demo.toy import ToyVLA, make_toy_problem, toy_action_loss, toy_retention_loss, train_toy
 
 
-def reference_update_gradient(model, action_batch, anchor_batch, lam, delta=1e-12):
-    """g~_act + λ·g_ret from two separate autograd.grad calls, in float64."""
+def reference_update_gradient(model, action_batch, anchor_batch, lam, delta=1e-12, scaled=False):
+    """g~_act + λ·g_ret from two separate autograd.grad calls, in float64; `scaled`: with
+    λ·(‖g_act‖/‖g_ret‖)·g_ret instead."""
     params = [p for p in model.parameters()]
     g_act = torch.autograd.grad(toy_action_loss(model, action_batch), params)
     g_ret = torch.autograd.grad(toy_retention_loss(model, anchor_batch), params, allow_unused=True)
@@ -18,10 +20,12 @@ def reference_update_gradient(model, action_batch, anchor_batch, lam, delta=1e-1
     r = torch.cat([g.double().flatten() for g in g_ret])
     dot = float(a @ r)
     coef = dot / (float(r @ r) + delta) if dot < 0 else 0.0
-    return a - coef * r + lam * r, dot
+    scale = float(a.norm() / r.norm()) if scaled else 1.0
+    return a - coef * r + lam * scale * r, dot
 
 
-def test_step_leaves_projected_and_combined_gradient():
+@pytest.mark.parametrize("retention_scale", ["raw", "action"])
+def test_step_leaves_projected_and_combined_gradient(retention_scale):
     torch.manual_seed(0)
     model = ToyVLA()
     problem = make_toy_problem(model)
@@ -31,8 +35,11 @@ def test_step_leaves_projected_and_combined_gradient():
             p.add_(0.05 * torch.randn_like(p))
     action_batch = (problem.x[:16], problem.y[:16])
     anchor_batch = (problem.x_anchor[:16], problem.f_tilde[:16])
-    step = CraftStep(model.parameters(), DualVariable(epsilon=0.0, lr=1.0, init=0.4))
-    expected, dot = reference_update_gradient(copy.deepcopy(model), action_batch, anchor_batch, lam=0.4)
+    dual = DualVariable(epsilon=0.0, lr=1.0, init=0.4)
+    step = CraftStep(model.parameters(), dual, retention_scale=retention_scale)
+    expected, dot = reference_update_gradient(
+        copy.deepcopy(model), action_batch, anchor_batch, lam=0.4, scaled=retention_scale == "action"
+    )
     stats = step.run(model, [action_batch], [anchor_batch], toy_action_loss, toy_retention_loss)
     got = torch.cat([p.grad.double().flatten() for p in model.parameters()])
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-7)

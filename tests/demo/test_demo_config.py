@@ -69,10 +69,10 @@ def test_full_preset_runs_every_method_and_refuses_quick_beside_it(capsys):
     from craft_vla.demo.methods import METHODS
 
     full = parse("demo", ["--full"])
-    # every method but the issue-16 experiment craft_correction (docs/method.md)
+    # every method but the issue-16 experiments craft_correction and craft_scaled (docs/method.md)
     assert (full.protocol, set(full.methods), full.seeds) == (
         "full",
-        set(METHODS) - {"craft_correction"},
+        set(METHODS) - {"craft_correction", "craft_scaled"},
         (0, 1, 2),
     )
     assert parse("demo", []).methods == ("sft_full", "craft") and parse("demo", []).protocol == "default"
@@ -80,8 +80,8 @@ def test_full_preset_runs_every_method_and_refuses_quick_beside_it(capsys):
     assert "choose one" in capsys.readouterr().err
 
 
-def test_method_cost_puts_retention_runs_first_and_the_frozen_vlm_last():
-    from craft_vla.demo.methods import METHODS, method_cost
+def test_method_cost_puts_retention_runs_first_and_the_frozen_vlm_last_of_the_trained():
+    from craft_vla.demo.methods import METHODS, POST_HOC, method_cost
 
     assert (
         method_cost("craft")
@@ -91,7 +91,9 @@ def test_method_cost_puts_retention_runs_first_and_the_frozen_vlm_last():
         > method_cost("frozen_vlm")
     )
     assert method_cost("craft", anchor_fraction=0.25) == 1.25
-    assert sorted(METHODS, key=lambda m: -method_cost(m))[-1] == "frozen_vlm"
+    trained = [m for m in METHODS if m not in POST_HOC]
+    assert sorted(trained, key=lambda m: -method_cost(m))[-1] == "frozen_vlm"
+    assert method_cost("wise_ft") < method_cost("frozen_vlm")  # evaluations only
 
 
 def test_lambda_cap_reaches_the_trainer_and_zero_means_none(tmp_path):
@@ -195,3 +197,10 @@ def test_each_retention_method_gets_the_cache_of_its_own_anchors(tmp_path, monke
     assert run.job_config(cfg, base, "projection_only", 0, 1, anchors).craft_dual_lr == 0.0
     again = run.anchor_caches(cfg, base, tmp_path / "snapshot", tmp_path / "data")
     assert again == anchors and len(built) == 2  # reused
+
+
+def test_wise_ft_needs_the_sft_runs_it_starts_from():
+    with pytest.raises(ValueError, match="wise_ft starts from the runs of sft_full: add sft_full"):
+        DemoConfig(methods=("craft", "wise_ft"))
+    with pytest.raises(ValueError, match="--wise_ft_alphas must lie in"):
+        DemoConfig(methods=("sft_full", "wise_ft"), wise_ft_alphas=(1.5,))

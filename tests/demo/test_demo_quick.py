@@ -57,7 +57,7 @@ def test_quick_demo_end_to_end(tmp_path):
     assert "[1/2 runs" in result.stdout and "min left" in result.stdout
     assert "building the snapshot" in result.stdout and "building the demonstrations" in result.stdout
     # a second demo on the same cache reuses data, snapshot and anchor cache (craft needs it; the cache is
-    # built for retention methods only), and says so
+    # built for retention methods only), and says so; it also runs WiSE-FT on its SFT run
     again = subprocess.run(
         [
             sys.executable,
@@ -66,7 +66,9 @@ def test_quick_demo_end_to_end(tmp_path):
             "demo",
             "--quick",
             "--methods",
+            "sft_full",
             "craft",
+            "wise_ft",
             "--steps",
             "2",
         ]
@@ -80,3 +82,10 @@ def test_quick_demo_end_to_end(tmp_path):
     for stage in ("demonstrations", "snapshot", "anchor cache"):
         assert f"reusing the cached {stage}" in again.stdout, stage
     assert "building the" not in again.stdout
+    wise = [
+        r
+        for r in json.loads((tmp_path / "again" / "results.json").read_text())["results"]
+        if r["method"] == "wise_ft"
+    ]
+    assert len(wise) == 1 and [row["alpha"] for row in wise[0]["sweep"]] == [0.2, 0.4, 0.6, 0.8, 1.0]
+    assert wise[0]["alpha"] in (0.2, 0.4, 0.6, 0.8, 1.0) and math.isfinite(wise[0]["action_l1"])

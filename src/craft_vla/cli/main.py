@@ -33,7 +33,7 @@ COMMANDS = {
         "craft_vla.demo.config:DemoConfig",
         "craft_vla.demo.run:demo_command",
         "the embedded CPU testbed: representation collapse under SFT vs CRaFT",
-        presets=("quick", "full"),
+        presets=("quick", "full", "stress"),
     ),
     "finetune": Command(
         "craft_vla.training.config:FinetuneConfig",

@@ -24,6 +24,13 @@ Two ways to enforce the budget (issue 16):
   nothing otherwise. λ is not used. Measured on the demo, it does not hold the budget (L_ret 4-11 ε after
   step 100): AdamW's update raises L_ret by about ‖J u‖² beyond the linear term, which no step along g_ret
   alone removes (docs/method.md). It stays as a tested experiment of issue 16, not a default.
+
+`retention_scale="action"` (issue 16) keeps the dual update but rescales g_ret to the action gradient's
+norm before λ multiplies it: the optimizer consumes g~_act + λ·(‖g_act‖/‖g_ret‖)·g_ret, so λ = 1 pulls back
+as hard as the action loss pushes, whatever the features' units. Measured reason: with per-token anchors
+‖g_ret‖ is 10³-10⁴ × ‖g_act‖, and the few early steps with λ > 0 leave AdamW's second moment of every VLM
+weight ~10³ × SFT's for the rest of the run (β2 = 0.999), so the VLM barely moves afterwards whatever the
+budget says (docs/method.md). "raw" (the default) is CRAFT_METHOD.md §6 as written.
 """
 
 from __future__ import annotations
@@ -115,7 +122,10 @@ class CraftStep:
     `project=False` skips the conflict projection (the ablation "fixed or dual-weighted penalty only").
     `correction_rate` κ > 0 selects the correction mode (module docstring): `.grad` then holds g~_act only,
     and `apply_correction()` after `optimizer.step()` takes the step on the constraint.
+    `retention_scale` "action" multiplies λ by ‖g_act‖/‖g_ret‖ in the combination (module docstring).
     """
+
+    RETENTION_SCALES = ("raw", "action")
 
     def __init__(
         self,
@@ -125,9 +135,15 @@ class CraftStep:
         group: dist.ProcessGroup | None = None,
         project: bool = True,
         correction_rate: float = 0.0,
+        retention_scale: str = "raw",
     ) -> None:
         if correction_rate < 0:
             raise ValueError(f"correction_rate must be >= 0, got {correction_rate}")
+        if retention_scale not in self.RETENTION_SCALES:
+            raise ValueError(
+                f"retention_scale must be one of {self.RETENTION_SCALES}, got {retention_scale!r}"
+            )
+        self.retention_scale = retention_scale
         self.params = [p for p in params if p.requires_grad]
         self.dual = dual
         self.delta = delta
@@ -175,7 +191,9 @@ class CraftStep:
             lam = lam_next = 0.0
             combine_in_place(g_ret, g_act, -coef_v)  # .grad = g~_act: the optimizer never sees g_ret
         else:
-            combine_in_place(g_ret, g_act, lam - coef_v)
+            # the same scalars on every rank (global inner products), so the same combination everywhere
+            scale = (act_sq_v / ret_sq_v) ** 0.5 if self.retention_scale == "action" and ret_sq_v > 0 else 1.0
+            combine_in_place(g_ret, g_act, lam * scale - coef_v)
             lam_next = self.dual.update(l_ret_v)
         conflict = dot_v < 0
         self.num_steps += 1

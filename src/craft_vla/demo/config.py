@@ -13,13 +13,15 @@ from typing import Any, ClassVar, Literal
 import draccus
 
 from craft_vla.data.cache_dir import cache_dir
-from craft_vla.demo.methods import METHODS
+from craft_vla.demo.methods import METHODS, POST_HOC
+from craft_vla.demo.stress import STRESS_SETTINGS
 from craft_vla.sim.tasks import TASK_NAMES
 from craft_vla.sim.world import WorldConfig
 
 # the registries' names as Literal types: draccus lists them in --help and refuses any other value
 Method = Literal[tuple(METHODS)]
 Task = Literal[TASK_NAMES]
+StressSetting = Literal[tuple(STRESS_SETTINGS)]
 
 
 @dataclass
@@ -35,6 +37,10 @@ class DemoConfig:
     cache_dir: Path | None = None  # data, snapshot and anchor caches; default $CRAFT_VLA_CACHE/demo
     quick: bool = False  # the CI smoke-test preset (presets/quick.yaml): one seed, two methods, small budget
     full: bool = False  # the full comparison (presets/full.yaml): every method and baseline, 3 seeds
+    # the stress matrix of issue 16 (presets/stress.yaml): full SFT, the seed's CRaFT and CRaFT, 3 seeds, in
+    # every setting of --stress_settings; one report per setting and stress_report.md over all of them
+    stress: bool = False
+    stress_settings: tuple[StressSetting, ...] = tuple(STRESS_SETTINGS)
     toy: bool = False  # the toy backbone+head CRaFT problem instead of the testbed (seconds)
     seeds: tuple[int, ...] = (0, 1, 2)
     # full SFT and CRaFT: the two runs the headline needs (SFT learns the task and loses the answers,
@@ -93,6 +99,8 @@ class DemoConfig:
     # The snapshot is always pretrained in float32
     precision: Literal["auto", "bf16", "fp32"] = "fp32"
     retention_scenes: int = 400
+    # wise_ft's sweep of α (θ_snapshot + α (θ_SFT − θ_snapshot)); α = 1, full SFT itself, is always added
+    wise_ft_alphas: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8)
     # torch threads per process; 0: $OMP_NUM_THREADS if set, else the idle cores shared among the processes
     threads: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -153,6 +161,14 @@ class DemoConfig:
         for name, low in at_least.items():
             if getattr(self, name) < low:
                 raise ValueError(f"--{name} must be >= {low}; got {getattr(self, name)}")
+        if any(not 0.0 <= alpha <= 1.0 for alpha in self.wise_ft_alphas):
+            raise ValueError(f"--wise_ft_alphas must lie in [0, 1]; got {list(self.wise_ft_alphas)}")
+        missing = {m: POST_HOC[m] for m in self.methods if m in POST_HOC and POST_HOC[m] not in self.methods}
+        if missing:
+            raise ValueError(
+                f"--methods {list(self.methods)}: "
+                + "; ".join(f"{m} starts from the runs of {base}: add {base}" for m, base in missing.items())
+            )
         if any(layer < 0 for layer in self.raw_layers):
             raise ValueError(f"--raw_layers must list layers >= 0; got {list(self.raw_layers)}")
         if self.raw_layer >= 0 and self.raw_layers:
@@ -170,8 +186,14 @@ class DemoConfig:
                 raise ValueError(f"--{name} must be >= 0; got {getattr(self, name)}")
         if not 0.0 <= self.adam_beta2 < 1.0:
             raise ValueError(f"--adam_beta2 must be in [0, 1); got {self.adam_beta2}")
-        if self.quick and self.full:
-            raise ValueError("--quick and --full are two protocols: choose one")
+        if self.quick + self.full + self.stress > 1:
+            raise ValueError("--quick, --full and --stress are three protocols: choose one")
+        unknown = sorted(set(self.stress_settings) - set(STRESS_SETTINGS))
+        if unknown or not self.stress_settings:
+            raise ValueError(
+                f"--stress_settings {list(self.stress_settings)}: unknown {unknown}; choose from "
+                f"{list(STRESS_SETTINGS)}"
+            )
         if not self.seeds:
             raise ValueError("--seeds needs at least one seed")
         short = [t for t in self.tasks if self.objects and tasks[t].objects_needed > self.objects]
@@ -183,8 +205,9 @@ class DemoConfig:
 
     @property
     def protocol(self) -> str:
-        """ "quick", "full" or "default": which protocol the report names and times against."""
-        return "quick" if self.quick else "full" if self.full else "default"
+        """ "quick", "full", "stress" or "default": the protocol the report names and times against (each
+        setting of a stress run reports as a default run)."""
+        return "quick" if self.quick else "full" if self.full else "stress" if self.stress else "default"
 
     @property
     def cache_root(self) -> Path:

@@ -25,7 +25,7 @@ from typing import Any
 
 from craft_vla.data.cache_dir import cached_build
 from craft_vla.demo.config import DemoConfig
-from craft_vla.demo.methods import method_cost, method_overrides
+from craft_vla.demo.methods import POST_HOC, method_cost, method_overrides
 from craft_vla.training.threads import idle_cores, threads_per_process
 
 DEMO_VERSION = "4"  # bump when a change invalidates cached data or anchor caches
@@ -166,31 +166,16 @@ def anchor_caches(cfg: DemoConfig, base, snapshot: Path, data_root: Path) -> dic
     return settings
 
 
-def run_job(args: tuple) -> dict[str, Any]:
-    """Fine-tune one (method, seed) and evaluate it, in a worker process with
-    `ft_cfg.threads` torch threads."""
-    cfg, ft_cfg, method, seed, snapshot = args
-    from craft_vla.demo.evaluate import action_l1, closed_loop, load_finetuned, retention_report
-    from craft_vla.demo.report import constraint_health
-    from craft_vla.training.finetune import finetune
-    from craft_vla.training.metrics import read_metrics
+def evaluate_run(cfg: DemoConfig, ft_cfg, policy, tokenizer, statistics, snapshot: Path) -> dict[str, Any]:
+    """Every measurement of the demo's table for one fine-tuned policy: action L1 on the validation
+    demonstrations, closed-loop success, and retention (QA, probe, drift)."""
+    from craft_vla.demo.evaluate import action_l1, closed_loop, retention_report
 
-    start = time.perf_counter()
-    run_dir = finetune(ft_cfg)
-    train_seconds = time.perf_counter() - start
-    policy, tokenizer, statistics = load_finetuned(ft_cfg, run_dir)
-    stats = statistics[DATASET]
-    result: dict[str, Any] = {
-        "method": method,
-        "seed": seed,
-        "run_dir": str(run_dir),
-        "train_seconds": train_seconds,
-    }
-    result.update(action_l1(policy, ft_cfg, tokenizer, statistics, ft_cfg.data_root_dir, VAL_DATASET))
+    result = action_l1(policy, ft_cfg, tokenizer, statistics, ft_cfg.data_root_dir, VAL_DATASET)
     result["closed_loop"] = closed_loop(
         policy,
         tokenizer,
-        stats,
+        statistics[DATASET],
         cfg.image_size,
         cfg.eval_episodes_per_task,
         cfg.eval_splits,
@@ -199,6 +184,29 @@ def run_job(args: tuple) -> dict[str, Any]:
         execute_steps=cfg.execute_steps,
     )
     result["retention"] = retention_report(policy, ft_cfg, tokenizer, snapshot, cfg.retention_scenes)
+    return result
+
+
+def run_job(args: tuple) -> dict[str, Any]:
+    """Fine-tune one (method, seed) and evaluate it, in a worker process with
+    `ft_cfg.threads` torch threads."""
+    cfg, ft_cfg, method, seed, snapshot = args
+    from craft_vla.demo.evaluate import load_finetuned
+    from craft_vla.demo.report import constraint_health
+    from craft_vla.training.finetune import finetune
+    from craft_vla.training.metrics import read_metrics
+
+    start = time.perf_counter()
+    run_dir = finetune(ft_cfg)
+    train_seconds = time.perf_counter() - start
+    policy, tokenizer, statistics = load_finetuned(ft_cfg, run_dir)
+    result: dict[str, Any] = {
+        "method": method,
+        "seed": seed,
+        "run_dir": str(run_dir),
+        "train_seconds": train_seconds,
+    }
+    result.update(evaluate_run(cfg, ft_cfg, policy, tokenizer, statistics, snapshot))
     result["constraint"] = constraint_health(read_metrics(run_dir))
     result["eval_seconds"] = time.perf_counter() - start - train_seconds
     (run_dir / "result.json").write_text(json.dumps(result, indent=2))
@@ -245,37 +253,51 @@ def run_jobs(
     anchors: dict[str, dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Fine-tune and evaluate every method × seed, printing the table (with the snapshot's retention
-    measures as its first row) as runs finish; results in seed-major order."""
+    measures as its first row) as runs finish; then the post-hoc methods (wise_ft) on the runs they start
+    from. Results in seed-major order."""
     from craft_vla.demo.progress import LiveProgress
     from craft_vla.demo.report import snapshot_row_of
+    from craft_vla.demo.wise_ft import run_wise_ft
 
-    workers = workers_for(cfg, len(cfg.methods) * len(cfg.seeds))
+    trained = [m for m in cfg.methods if m not in POST_HOC]
+    workers = workers_for(cfg, len(trained) * len(cfg.seeds))
     threads = threads_per_process(workers, cfg.threads)
     jobs = [
         (cfg, job_config(cfg, base, m, s, threads, anchors), m, s, snapshot)
         for s in cfg.seeds
-        for m in cfg.methods
+        for m in trained
     ]
     anchor_fraction = base.anchor_batch_size / base.batch_size
-    costs = {(job[2], job[3]): method_cost(job[2], anchor_fraction) for job in jobs}
+    costs = {(m, s): method_cost(m, anchor_fraction) for s in cfg.seeds for m in cfg.methods}
     progress = LiveProgress(costs, cfg.methods, workers, snapshot_row_of(snapshot_measures))
     print(
-        f"fine-tuning {len(jobs)} runs ({len(cfg.methods)} methods × {len(cfg.seeds)} seeds), {workers} "
+        f"fine-tuning {len(jobs)} runs ({len(trained)} methods × {len(cfg.seeds)} seeds), {workers} "
         f"at a time with {threads} torch thread(s) each"
     )
-    done = {}
-    if workers > 1:
-        # longest first, so that the workers end together
-        by_cost = sorted(jobs, key=lambda job: -costs[(job[2], job[3])])
-        with exit_on_sigterm(), mp.get_context("spawn").Pool(workers) as pool:
-            for result in pool.imap_unordered(run_job, by_cost):
-                done[(result["method"], result["seed"])] = result
-                progress.finished(result)
-    else:
-        for job in jobs:
-            done[(job[2], job[3])] = result = run_job(job)
-            progress.finished(result)
+    done: dict[tuple[str, int], dict[str, Any]] = {}
+    # longest first, so that the workers end together
+    for result in map_jobs(run_job, sorted(jobs, key=lambda job: -costs[(job[2], job[3])]), workers):
+        done[(result["method"], result["seed"])] = result
+        progress.finished(result)
+    post_hoc = [
+        (cfg, job_config(cfg, base, POST_HOC[m], s, threads), s, snapshot, done[(POST_HOC[m], s)])
+        for s in cfg.seeds
+        for m in cfg.methods
+        if m in POST_HOC
+    ]
+    for result in map_jobs(run_wise_ft, post_hoc, workers):
+        done[(result["method"], result["seed"])] = result
+        progress.finished(result)
     return [done[(m, s)] for s in cfg.seeds for m in cfg.methods]
+
+
+def map_jobs(function, jobs: list[tuple], workers: int) -> Iterator[dict[str, Any]]:
+    """function(job) for every job, as they finish: in `workers` spawned processes, or here with one."""
+    if workers > 1 and len(jobs) > 1:
+        with exit_on_sigterm(), mp.get_context("spawn").Pool(min(workers, len(jobs))) as pool:
+            yield from pool.imap_unordered(function, jobs)
+    else:
+        yield from map(function, jobs)
 
 
 def run_demo(cfg: DemoConfig) -> Path:
@@ -316,9 +338,15 @@ def run_demo(cfg: DemoConfig) -> Path:
 
 
 def demo_command(cfg: DemoConfig) -> int:
-    """`craft-vla demo`: the testbed, or with `--toy` the toy CRaFT problem."""
+    """`craft-vla demo`: the testbed (with `--stress` in each stress setting), or with `--toy` the toy CRaFT
+    problem."""
     import torch
 
+    if cfg.stress:
+        from craft_vla.demo.stress import run_stress
+
+        run_stress(cfg)
+        return 0
     if not cfg.toy:
         run_demo(cfg)
         return 0

@@ -243,6 +243,9 @@ class FinetuneConfig:
     # > 0: enforce the budget by a correction step of this rate after the optimizer's (which then sees the
     # projected action gradient only) instead of λ·g_ret in the gradient; 0: the dual update (craft/step.py)
     craft_correction_rate: float = 0.0
+    # action: g_ret rescaled to the action gradient's norm before λ multiplies it, which keeps its scale out
+    # of AdamW's moments (craft/step.py); raw: CRAFT_METHOD.md §6 as written
+    craft_retention_scale: str = "raw"
     craft_delta: float = 1e-12
     craft_cache_path: str = ""
     craft_anchor_source: str = "cache"  # cache | online (LoRA only: the snapshot is the model, adapters off)
@@ -330,6 +333,10 @@ class FinetuneConfig:
                 f"--craft_raw_layer {self.craft_raw_layer} and --craft_raw_layers "
                 f"{list(self.craft_raw_layers)} both name the raw layers: use --craft_raw_layers "
                 f"{self.craft_raw_layer} for that layer alone"
+            )
+        if self.craft_retention_scale not in ("raw", "action"):
+            raise ValueError(
+                f"--craft_retention_scale must be raw or action, got {self.craft_retention_scale!r}"
             )
         if self.craft_epsilon_mode not in EPSILON_MODES:
             raise ValueError(

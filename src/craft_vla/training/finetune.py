@@ -201,6 +201,7 @@ def setup_craft(run: Run, policy, tokenizer, collate: VLACollator, autocast) -> 
         delta=cfg.craft_delta,
         project=cfg.craft_projection,
         correction_rate=cfg.craft_correction_rate,
+        retention_scale=cfg.craft_retention_scale,
     )
     run.state.anchor_spec = spec
 
