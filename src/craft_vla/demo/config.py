@@ -65,8 +65,8 @@ class DemoConfig:
     eval_splits: tuple[Literal["train", "heldout"], ...] = ("train", "heldout")
     steps: int = 1200  # fine-tuning steps per run
     batch_size: int = 16
-    # 5e-4: full SFT learned the task on 4 seeds of 4 (L1 0.12-0.15, 82-91 % success); at 1e-3 two of the same
-    # four stayed on the mean-prediction plateau or spiked (0 and 39 % success; docs/method.md)
+    # 5e-4: full SFT learned the task on 4 seeds of 4 (L1 0.12-0.15, success 0.82-0.91); at 1e-3 two of the
+    # same four stayed on the mean-prediction plateau or spiked (success 0 and 0.39; docs/method.md)
     learning_rate: float = 5e-4
     adam_beta2: float = 0.999  # AdamW's beta2, for every method (torch's default, VLA-Adapter's)
     lr_warmup_steps: int = 50
@@ -84,9 +84,11 @@ class DemoConfig:
     # κ of the craft_correction method: the fraction of the predicted excess of L_ret over ε that each
     # step's projection removes (1: the linearised L_ret lands on ε)
     correction_rate: float = 1.0
-    # craft's anchors: the patch tokens of every LLM layer, per token (issue 16: over 4 seeds they kept
-    # 89-92 % of the answers with λ <= 0.3 after step 100, where the seed's anchors, `craft_seed`, kept
-    # 30-100 %; docs/method.md). An empty --raw_layers anchors the one layer --raw_layer
+    # craft's anchors: the patch tokens of every LLM layer, per token (issue 16: at lr 1e-3 they kept
+    # 0.89-0.92 of the answers over 4 seeds where the seed's anchors, `craft_seed`, kept 0.30-1.00; at lr 5e-4
+    # 0.95-0.99, at 1.46 x SFT's action error, mostly through AdamW's memory of the early λ·g_ret;
+    # docs/method.md).
+    # An empty --raw_layers anchors the one layer --raw_layer
     raw_layer: int = -1  # m, the raw-latent layer anchored; -1: L/2
     raw_layers: tuple[int, ...] = (1, 2, 3, 4)  # several raw-latent layers anchored instead of m
     text: bool = False  # also anchor the mean of the prompt's text tokens at the raw layers
