@@ -69,10 +69,10 @@ def test_full_preset_runs_every_method_and_refuses_quick_beside_it(capsys):
     from craft_vla.demo.methods import METHODS
 
     full = parse("demo", ["--full"])
-    # every method but the issue-16 experiments craft_correction and craft_scaled (docs/method.md)
+    # every method but the issue-16 experiment craft_correction (docs/method.md)
     assert (full.protocol, set(full.methods), full.seeds) == (
         "full",
-        set(METHODS) - {"craft_correction", "craft_scaled"},
+        set(METHODS) - {"craft_correction"},
         (0, 1, 2),
     )
     assert parse("demo", []).methods == ("sft_full", "craft") and parse("demo", []).protocol == "default"
@@ -164,8 +164,9 @@ def test_action_noise_reaches_the_training_demonstrations_only(tmp_path):
 
 
 def test_each_retention_method_gets_the_cache_of_its_own_anchors(tmp_path, monkeypatch):
-    """`craft` anchors what the flags name, `craft_seed` and the ablations the seed's features: two caches,
-    each built once; each method's dual step from its own ε, and the ablations keep theirs at 0."""
+    """`craft` anchors what the flags name on the inputs they name, `craft_seed` and the ablations the seed's
+    features on the demonstrations: one cache per anchor set, each built once; each method's dual step from
+    its own ε, and the ablations keep theirs at 0."""
     import json
 
     import craft_vla.training.build_cache as build_cache_module
@@ -174,10 +175,15 @@ def test_each_retention_method_gets_the_cache_of_its_own_anchors(tmp_path, monke
     built = []
 
     def fake_build(cfg):  # records the anchors asked for and writes the meta.json a build would
-        built.append((cfg.craft_parts, cfg.craft_pool, cfg.craft_raw_layers))
+        built.append((cfg.craft_parts, cfg.craft_pool, cfg.craft_raw_layers, cfg.craft_anchor_dataset_name))
         root = tmp_path / cfg.craft_cache_path
         root.mkdir(parents=True)
-        (root / "meta.json").write_text(json.dumps({"spread": {"all": 50.0, "raw": 40.0, "aq": 10.0}}))
+        spread = (
+            {"all": 41.0, "raw": 40.0, "text": 1.0}
+            if cfg.craft_text
+            else {"all": 50.0, "raw": 40.0, "aq": 10.0}
+        )
+        (root / "meta.json").write_text(json.dumps({"spread": spread}))
 
     monkeypatch.setattr(build_cache_module, "build_cache", fake_build)
     methods = ("sft_full", "craft", "craft_seed", "projection_only")
@@ -187,16 +193,25 @@ def test_each_retention_method_gets_the_cache_of_its_own_anchors(tmp_path, monke
     )
     anchors = run.anchor_caches(cfg, base, tmp_path / "snapshot", tmp_path / "data")
     assert sorted(anchors) == ["craft", "craft_seed", "projection_only"]
-    assert built == [("raw", "tokens", (1, 2)), ("both", "mean", ())]
+    assert built == [("raw", "tokens", (1, 2), ""), ("both", "mean", (), "")]
     assert anchors["craft_seed"]["craft_cache_path"] == anchors["projection_only"]["craft_cache_path"]
     assert anchors["craft"]["craft_cache_path"] != anchors["craft_seed"]["craft_cache_path"]
-    assert anchors["craft"]["craft_dual_lr"] == pytest.approx(0.1 / (0.2 * 40.0))  # ε = 0.2 × S_raw
+    assert anchors["craft"]["craft_dual_lr"] == pytest.approx(0.1 / (0.1 * 2))  # balanced: ε 0.1 per part
     assert anchors["craft_seed"]["craft_dual_lr"] == pytest.approx(0.1 / (0.2 * 50.0))  # ε = 0.2 × S_all
+    craft_job = run.job_config(cfg, base, "craft", 0, 1, anchors)
+    assert (craft_job.craft_text, craft_job.craft_retention_scale) == (True, "action")
     seed_job = run.job_config(cfg, base, "craft_seed", 0, 1, anchors)
     assert (seed_job.craft_parts, seed_job.craft_pool, seed_job.craft_raw_layers) == ("both", "mean", ())
+    assert (seed_job.craft_anchor_dataset_name, seed_job.craft_retention_scale) == ("", "raw")
     assert run.job_config(cfg, base, "projection_only", 0, 1, anchors).craft_dual_lr == 0.0
     again = run.anchor_caches(cfg, base, tmp_path / "snapshot", tmp_path / "data")
     assert again == anchors and len(built) == 2  # reused
+    on_reference = DemoConfig(methods=("craft",), anchor_inputs="reference", cache_dir=tmp_path)
+    base = run.base_finetune_config(
+        on_reference, tmp_path / "data", tmp_path / "snapshot", tmp_path / "runs", tmp_path
+    )
+    run.anchor_caches(on_reference, base, tmp_path / "snapshot", tmp_path / "data")
+    assert built[-1][-1] == run.REFERENCE_DATASET and len(built) == 3  # a cache of its own
 
 
 def test_wise_ft_needs_the_sft_runs_it_starts_from():

@@ -139,3 +139,21 @@ def test_world_config_reaches_the_generated_episodes(tmp_path):
             gap(image, default.reset("reach", seed)["image"]),
         )
         assert ours < 3.0 and suite > 2 * ours, (ours, suite)
+
+
+def test_perception_episodes_read_back_as_one_step_episodes_of_their_questions(tmp_path):
+    from craft_vla.data.rlds_writer import write_rlds_dataset
+    from craft_vla.sim import make_perception_set
+    from craft_vla.sim.perception import perception_episodes
+
+    scenes = make_perception_set(3, 2, name="reference", image_size=32)
+    path = write_rlds_dataset(tmp_path, "reference", perception_episodes(scenes, "reference"))
+    reader = RLDSReader(path, index_dir=tmp_path / "index")
+    assert reader.num_episodes == reader.num_steps == 6
+    for index, (scene, question) in enumerate(scenes.flat()):
+        stored = reader.read_episode(index)["steps"]
+        assert stored["language_instruction"] == [question.text]
+        np.testing.assert_array_equal(stored["observation"]["state"], scenes.states[scene : scene + 1])
+        assert not stored["action"].any()
+        jpeg_error = np.abs(stored["observation"]["wrist_image"][0].astype(int) - scenes.wrist_images[scene])
+        assert jpeg_error.mean() < 4.0

@@ -3,14 +3,17 @@
 import dataclasses
 import json
 import math
+import shutil
 
 import pytest
 import torch
 from helpers import toy_config as config
 from safetensors.torch import load_file
 
+from conftest import synthetic_episodes
 from craft_vla.data.collate import VLACollator
 from craft_vla.data.dataset import VLADataset
+from craft_vla.data.rlds_writer import write_rlds_dataset
 from craft_vla.data.sampler import EpochSampler
 from craft_vla.training import setup
 from craft_vla.training.build_cache import build_cache
@@ -208,3 +211,40 @@ def test_one_raw_layer_and_a_list_of_them_are_refused_together():
     with pytest.raises(ValueError, match="use --craft_raw_layers 2 for that layer alone"):
         FinetuneConfig(model="tiny", use_craft=True, craft_raw_layer=2, craft_raw_layers=(1, 2)).validate()
     FinetuneConfig(model="tiny", use_craft=True, craft_raw_layers=(1, 2), craft_cache_path="cache").validate()
+
+
+def test_anchor_inputs_from_another_dataset(rlds_root, tmp_path):
+    """--craft_anchor_dataset_name: the cache holds that dataset's samples (its words in the vocabulary),
+    training reads them at zero drift and resumes exactly, and a cache of the training data is refused."""
+    root = tmp_path / "data"
+    shutil.copytree(rlds_root / "toy_tabletop", root / "toy_tabletop")
+    episodes = list(synthetic_episodes(2, seed=7))
+    for episode in episodes:
+        episode["steps"]["language_instruction"] = "which colour is the sphere"
+    write_rlds_dataset(root, "toy_reference", episodes)
+    cfg = config(
+        root,
+        tmp_path,
+        use_craft=True,
+        image_aug=False,
+        craft_cache_path=str(tmp_path / "cache"),
+        craft_anchor_dataset_name="toy_reference",
+        max_steps=4,
+        run_id_override="reference",
+    )
+    cache = build_cache(cfg)
+    reference_samples = sum(len(e["steps"]["action"]) for e in episodes)
+    assert len(cache) == reference_samples
+    assert set(cache.fingerprint["datasets"]) == {"toy_reference"}
+    tokenizer = setup.prepare(cfg).tokenizer
+    assert tokenizer.unk_token_id not in tokenizer.encode("which colour is the sphere")
+    run_dir = finetune(cfg)
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert records[0]["craft/L_ret"] < 1e-6 * cache.spread["mean_norm_sq"]
+    assert_resume_is_exact(cfg, run_dir, stop_at=2)  # the anchor sampler over the other dataset resumes too
+    training_cache = dataclasses.replace(
+        cfg, craft_anchor_dataset_name="", craft_cache_path=str(tmp_path / "training-cache")
+    )
+    build_cache(training_cache)
+    with pytest.raises(ValueError, match="datasets"):
+        build_run(dataclasses.replace(cfg, craft_cache_path=training_cache.craft_cache_path, overwrite=True))

@@ -8,8 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-# the seed's anchors, whatever the demo's anchor flags: mean-pooled C_R^(L/2) and C_AQ^(L), ε relative to S
+# craft's anchor inputs under --anchor_inputs reference: perception scenes with one question each, no
+# answers; demo/run.py writes them beside the demonstrations
+REFERENCE_DATASET = "perception_reference"
+
+# the seed's CRaFT, whatever the demo's anchor flags: mean-pooled C_R^(L/2) and C_AQ^(L) of the
+# demonstrations, ε = 0.2 S, λ·g_ret as CRAFT_METHOD.md §6 writes it
 SEED_ANCHORS: dict[str, Any] = {
+    "craft_anchor_dataset_name": "",  # the demonstrations
     "craft_raw_layer": -1,
     "craft_raw_layers": (),
     "craft_aq_layer": -1,
@@ -17,6 +23,8 @@ SEED_ANCHORS: dict[str, Any] = {
     "craft_pool": "mean",
     "craft_text": False,
     "craft_epsilon_mode": "relative",
+    "craft_epsilon": 0.2,
+    "craft_retention_scale": "raw",
 }
 
 METHODS: dict[str, dict[str, Any]] = {
@@ -40,8 +48,6 @@ METHODS: dict[str, dict[str, Any]] = {
     },
     "craft": {"use_lora": False, "use_craft": True},
     "craft_seed": {"use_lora": False, "use_craft": True, **SEED_ANCHORS},
-    # craft with g_ret rescaled to the action gradient's norm (issue 16, an experiment; not in --full)
-    "craft_scaled": {"use_lora": False, "use_craft": True, "craft_retention_scale": "action"},
     "craft_correction": {"use_lora": False, "use_craft": True, "craft_correction_rate": 1.0, **SEED_ANCHORS},
     # no training of its own: the sft_full run of the same seed, its VLM interpolated toward the snapshot
     "wise_ft": {"use_lora": False},
@@ -56,13 +62,12 @@ DESCRIPTIONS = {
     "frozen_vlm": "VLM frozen, only the policy head and proprio projector trained",
     "fixed_penalty": "L_act + w·L_ret with a fixed weight w, no projection",
     "projection_only": "conflict-aware projection, λ held at 0",
-    "craft": "CRaFT: projection + dual ascent on λ with budget ε, on the anchors the demo's flags name",
+    "craft": "CRaFT: projection + dual ascent on λ with budget ε, on the anchors and inputs the demo's flags "
+    "name (default: per-token patches and the prompt's text, each in its own units, g_ret at g_act's scale)",
     "craft_seed": "CRaFT as first formulated: mean-pooled raw latent of layer L/2 and action-query latent of "
     "layer L, ε relative to their spread",
     "craft_correction": "CRaFT with the budget kept by a correction step after AdamW's, which sees only "
     "the projected action gradient (no λ·g_ret)",
-    "craft_scaled": "craft with g_ret rescaled to the action gradient's norm before λ multiplies it, which "
-    "keeps the retention gradient's scale out of AdamW's moments",
     "wise_ft": "WiSE-FT: full SFT's VLM weights interpolated toward the snapshot's, with the smallest α "
     "whose action L1 is within 5 % of SFT's (α chosen on validation L1 only)",
 }

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from craft_vla.demo.methods import DESCRIPTIONS, METHODS
+from craft_vla.demo.methods import DESCRIPTIONS, METHODS, SEED_ANCHORS
 
 COLUMNS = (
     ("action L1 (val)", lambda r: r["action_l1"]),
@@ -292,9 +292,10 @@ def write_report(
         f"({platform.processor() or platform.machine()}, {_cores()} cores), "
         f"{cfg.protocol} protocol, seeds {list(cfg.seeds)}, {cfg.steps} fine-tuning steps, "
         f"batch {cfg.batch_size}, AdamW lr {cfg.learning_rate} β2 {cfg.adam_beta2}, "
-        f"{cfg.resolved_precision()}; ε = {cfg.epsilon} ({cfg.epsilon_mode}), anchored parts {cfg.parts}"
-        f"{layers}{text}, "
-        f"pooling {cfg.pool} (craft_seed: the seed's anchors), λ cap {cfg.lambda_max or 'none'}. "
+        f"{cfg.resolved_precision()}; craft: ε = {cfg.epsilon} ({cfg.epsilon_mode}), anchored parts "
+        f"{cfg.parts}{layers}{text}, pooling {cfg.pool}, read on the {cfg.anchor_inputs} inputs, retention "
+        f"gradient scale {cfg.retention_scale} (craft_seed: the seed's anchors on the demonstrations, ε = "
+        f"{SEED_ANCHORS['craft_epsilon']} relative, raw scale), λ cap {cfg.lambda_max or 'none'}. "
         f"Fine-tuning tasks {', '.join(cfg.tasks)} in "
         f"scenes of {cfg.objects or '3-5'} object(s), {cfg.episodes_per_task} demonstrations per task; in "
         f"closed loop the policy executes the first {cfg.execute_steps} actions of each "

@@ -25,7 +25,7 @@ from typing import Any
 
 from craft_vla.data.cache_dir import cached_build
 from craft_vla.demo.config import DemoConfig
-from craft_vla.demo.methods import POST_HOC, method_cost, method_overrides
+from craft_vla.demo.methods import POST_HOC, REFERENCE_DATASET, method_cost, method_overrides
 from craft_vla.training.threads import idle_cores, threads_per_process
 
 DEMO_VERSION = "4"  # bump when a change invalidates cached data or anchor caches
@@ -49,6 +49,8 @@ def generate_data(cfg: DemoConfig) -> Path:
         cfg.tasks,
         cfg.objects,
         *([cfg.action_noise] if cfg.action_noise else []),  # noise-free keys stay those of earlier versions
+        "reference",
+        cfg.reference_scenes,
     )
 
     def build(tmp: Path) -> None:
@@ -68,8 +70,20 @@ def generate_data(cfg: DemoConfig) -> Path:
                 action_noise=noise,
             )
             print(report.summary())
+        write_reference(tmp, cfg)
 
     return cached_build(cfg.cache_root / key, build, describe="demonstrations")
+
+
+def write_reference(root: Path, cfg: DemoConfig) -> None:
+    """craft's anchor inputs under `--anchor_inputs reference`: perception scenes with one question each, as
+    RLDS episodes. The scene stream "reference" is neither pretraining's nor the QA evaluation's."""
+    from craft_vla.data.rlds_writer import write_rlds_dataset
+    from craft_vla.sim import make_perception_set
+    from craft_vla.sim.perception import perception_episodes
+
+    scenes = make_perception_set(cfg.reference_scenes, 1, name="reference", image_size=cfg.image_size)
+    write_rlds_dataset(root, REFERENCE_DATASET, perception_episodes(scenes, "reference"))
 
 
 def base_finetune_config(cfg: DemoConfig, data_root: Path, snapshot: Path, run_root: Path, cache_path: Path):
@@ -100,6 +114,8 @@ def base_finetune_config(cfg: DemoConfig, data_root: Path, snapshot: Path, run_r
         craft_parts=cfg.parts,
         craft_epsilon=cfg.epsilon,
         craft_epsilon_mode=cfg.epsilon_mode,
+        craft_anchor_dataset_name=REFERENCE_DATASET if cfg.anchor_inputs == "reference" else "",
+        craft_retention_scale=cfg.retention_scale,
         craft_dual_lr=cfg.dual_lr or 1.0,
         craft_lambda_max=cfg.lambda_max or None,
         craft_cache_path=str(cache_path),
@@ -130,6 +146,7 @@ ANCHOR_FIELDS = (
     "craft_pool",
     "craft_raw_layers",
     "craft_text",
+    "craft_anchor_dataset_name",
 )
 
 

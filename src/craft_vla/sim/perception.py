@@ -18,7 +18,15 @@ from tqdm import tqdm
 from craft_vla.sim.questions import Question, region_labels, sample_questions
 from craft_vla.sim.render import Renderer
 from craft_vla.sim.scenes import sample_scene
-from craft_vla.sim.world import STATE_DIM, Scene, WorldConfig, close_gripper, is_clear, move_gripper
+from craft_vla.sim.world import (
+    ACTION_DIM,
+    STATE_DIM,
+    Scene,
+    WorldConfig,
+    close_gripper,
+    is_clear,
+    move_gripper,
+)
 
 P_STACK, P_HOLD, P_CLOSED = 0.25, 0.3, 0.1
 
@@ -87,3 +95,32 @@ def make_perception_set(
         labels.append(region_labels(scene, config.grid))
     stacked = {key: np.stack([lab[key] for lab in labels]) for key in (labels[0] if labels else ())}
     return PerceptionSet(images, wrist, states, questions, stacked)
+
+
+def perception_episodes(perception: PerceptionSet, name: str) -> list[dict]:
+    """Each (scene, question) pair as a one-step RLDS episode whose instruction is the question: inputs of
+    the VLM's own kind for anchoring retention (issue 16). Actions are zero and carry no meaning; the answer
+    is not stored."""
+    episodes = []
+    for k, (i, question) in enumerate(perception.flat()):
+        flag = np.ones(1, dtype=bool)
+        episodes.append(
+            {
+                "steps": {
+                    "observation": {
+                        "image": perception.images[i : i + 1],
+                        "wrist_image": perception.wrist_images[i : i + 1],
+                        "state": perception.states[i : i + 1],
+                    },
+                    "action": np.zeros((1, ACTION_DIM), dtype=np.float32),
+                    "language_instruction": question.text,
+                    "reward": np.zeros(1, dtype=np.float32),
+                    "discount": np.ones(1, dtype=np.float32),
+                    "is_first": flag,
+                    "is_last": flag,
+                    "is_terminal": flag,
+                },
+                "episode_metadata": {"file_path": f"perception/{name}/{k}"},
+            }
+        )
+    return episodes

@@ -16,7 +16,6 @@ from torch.utils.data import DataLoader
 
 from craft_vla.craft.cache import AnchorCache
 from craft_vla.data.collate import VLACollator
-from craft_vla.data.dataset import VLADataset
 from craft_vla.training import setup
 from craft_vla.training.anchor_cache import build_anchor_cache, prefetched
 from craft_vla.training.config import FinetuneConfig
@@ -37,9 +36,7 @@ def build_cache(cfg: FinetuneConfig) -> AnchorCache | None:
     )
     snapshot_sha256 = prepared.snapshot_sha256
     setup.place_model(policy, cfg, env.device)
-    dataset = VLADataset(
-        readers, tokenizer, setup.sample_config(cfg, policy.config, augment=False), statistics=statistics
-    )
+    dataset = setup.anchor_dataset(cfg, readers, tokenizer, statistics, policy.config)
     spec = setup.anchor_spec(cfg, policy.config.llm.num_hidden_layers)
     ids = dataset.sample_ids
     if cfg.craft_cache_max_samples and cfg.craft_cache_max_samples < len(ids):

@@ -250,6 +250,9 @@ class FinetuneConfig:
     craft_cache_path: str = ""
     craft_anchor_source: str = "cache"  # cache | online (LoRA only: the snapshot is the model, adapters off)
     craft_anchor_batch_size: int = 0  # per device; 0: same as batch_size
+    # the anchor inputs: empty, the training dataset(s); else a dataset under --data_root_dir whose images
+    # and instructions the anchors are read on (e.g. scenes and questions of the VLM's own kind: issue 16)
+    craft_anchor_dataset_name: str = ""
     craft_cache_max_samples: int = 0  # build-cache: 0 = every sample, else a seeded random subset
     craft_cache_shard_size: int = 4096  # build-cache: samples per shard (the unit of resumption)
     craft_warn_l_ret: float = 1e-6  # step-0 L_ret above this (relative to ||f~||²) warns of a foreign cache

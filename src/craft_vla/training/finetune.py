@@ -162,11 +162,8 @@ def setup_craft(run: Run, policy, tokenizer, collate: VLACollator, autocast) -> 
     """Anchor spec, anchor set (cache or online snapshot), ε, and the CraftStep of the run."""
     cfg, env = run.cfg, run.env
     spec = setup.anchor_spec(cfg, policy.config.llm.num_hidden_layers)
-    anchor_data = VLADataset(
-        run.dataset.readers,
-        tokenizer,
-        setup.sample_config(cfg, policy.config, augment=False),
-        statistics=run.dataset.statistics,
+    anchor_data = setup.anchor_dataset(
+        cfg, run.dataset.readers, tokenizer, run.dataset.statistics, policy.config
     )
     cache, snapshot, epsilon = None, None, cfg.craft_epsilon
     if cfg.craft_anchor_source == "cache":

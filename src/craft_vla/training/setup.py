@@ -10,7 +10,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -145,7 +145,7 @@ def prepare(cfg: FinetuneConfig) -> Prepared:
     snapshot is exactly the model fine-tuning starts from (a preset's random initialisation included)."""
     torch.manual_seed(cfg.seed)  # the same initialisation in every command and on every rank
     readers = open_readers(cfg)
-    tokenizer = load_tokenizer(cfg, readers)
+    tokenizer = load_tokenizer(cfg, readers + anchor_readers(cfg))  # a word vocabulary covers both
     statistics = {r.name: reader_statistics(r, infer_dataset_kind(r.name)) for r in readers}
     action_dims = {s.action.dim for s in statistics.values()}
     if len(action_dims) != 1:
@@ -209,6 +209,32 @@ def batch_loader(
         generator=torch.Generator().manual_seed(seed),
         persistent_workers=num_workers > 0,
     )
+
+
+def anchor_readers(cfg: FinetuneConfig) -> list[Reader]:
+    """The readers of `--craft_anchor_dataset_name` (none when the anchors are read on the training data, or
+    CRaFT is off: plain SFT stays bit-identical whatever this flag says)."""
+    if not (cfg.use_craft and cfg.craft_anchor_dataset_name):
+        return []
+    return open_readers(dataclasses.replace(cfg, dataset_name=cfg.craft_anchor_dataset_name))
+
+
+def anchor_dataset(
+    cfg: FinetuneConfig,
+    readers: Sequence[Reader],
+    tokenizer: Any,
+    statistics: Mapping[str, DatasetStatistics],
+    model: VLAAdapterConfig,
+) -> VLADataset:
+    """The anchor inputs, un-augmented: the training datasets, or `--craft_anchor_dataset_name`'s samples.
+
+    Another dataset is normalised with the training statistics: the anchor features read images and the
+    prompt only (the VLM never sees actions or proprio), so its own statistics would change nothing."""
+    anchors = anchor_readers(cfg)
+    if anchors:
+        first = statistics[min(statistics)]
+        readers, statistics = anchors, {r.name: first for r in anchors}
+    return VLADataset(readers, tokenizer, sample_config(cfg, model, augment=False), statistics=statistics)
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
