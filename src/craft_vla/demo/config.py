@@ -73,13 +73,15 @@ class DemoConfig:
     lora_rank: int = 16
     # craft's retention budget, in units of the anchored features' spread (--epsilon_mode). Balanced: each
     # anchored part (patch tokens, text) in units of its own spread S_part, epsilon per part. 0.1 is the
-    # loosest budget of the measured curve (0.2, 0.1, 0.05 on seeds 0-1) that kept >= 95 % of the answers
-    # (docs/method.md, 2026-12-07). craft_seed and its ablations keep their 0.2 S (demo/methods.py)
+    # loosest budget of the measured curve (0.2, 0.1, 0.05 on seeds 0-1) that kept >= 95 percent of the
+    # answers (docs/method.md, 2026-12-07). craft_seed and its ablations keep their 0.2 S (demo/methods.py).
+    # No percent signs in these comments: draccus passes them to argparse's help formatter
     epsilon: float = 0.1
     epsilon_mode: Literal["relative", "balanced", "absolute"] = "balanced"
     # the inputs craft's anchors are read on: demonstrations, the fine-tuning data (CRAFT_METHOD.md §3 as
     # written); reference, perception scenes with one question each (the VLM's own kind of input, no
-    # answers). Over seeds 0-4 both kept 96.6-96.7 % of the answers at 1.07-1.08 x SFT's L1 (docs/method.md)
+    # answers). Over seeds 0-4 both kept 96.6-96.7 percent of the answers at 1.07-1.08 x SFT's L1
+    # (docs/method.md)
     anchor_inputs: Literal["demonstrations", "reference"] = "demonstrations"
     # action: g_ret rescaled to the action gradient's norm before lambda multiplies it, which keeps its
     # 10^4 x larger scale out of AdamW's moments (unscaled, those moments froze the VLM: docs/method.md);
