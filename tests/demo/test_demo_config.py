@@ -163,6 +163,16 @@ def test_action_noise_reaches_the_training_demonstrations_only(tmp_path):
     )
 
 
+def test_reference_inputs_are_written_only_where_craft_reads_its_anchors_on_them(tmp_path):
+    from craft_vla.demo.run import REFERENCE_DATASET, generate_data
+
+    small = {"cache_dir": tmp_path, "episodes_per_task": 2, "val_episodes_per_task": 1, "workers": 1}
+    plain = generate_data(DemoConfig(**small))
+    reference = generate_data(DemoConfig(**small, anchor_inputs="reference", reference_scenes=3))
+    assert plain != reference and not (plain / REFERENCE_DATASET).exists()
+    assert (reference / REFERENCE_DATASET / "1.0.0" / "dataset_info.json").exists()
+
+
 def test_each_retention_method_gets_the_cache_of_its_own_anchors(tmp_path, monkeypatch):
     """`craft` anchors what the flags name on the inputs they name, `craft_seed` and the ablations the seed's
     features on the demonstrations: one cache per anchor set, each built once; each method's dual step from

@@ -38,8 +38,11 @@ def settings_hash(*parts: Any) -> str:
 
 
 def generate_data(cfg: DemoConfig) -> Path:
-    """Training and validation demonstrations in one RLDS root."""
+    """Training and validation demonstrations in one RLDS root, and the reference inputs where craft's
+    anchors are read on them."""
     from craft_vla.sim.demonstrations import write_demonstrations
+
+    reference = cfg.anchor_inputs == "reference"
 
     key = "data-" + settings_hash(
         DEMO_VERSION,
@@ -49,8 +52,7 @@ def generate_data(cfg: DemoConfig) -> Path:
         cfg.tasks,
         cfg.objects,
         *([cfg.action_noise] if cfg.action_noise else []),  # noise-free keys stay those of earlier versions
-        "reference",
-        cfg.reference_scenes,
+        *(["reference", cfg.reference_scenes] if reference else []),
     )
 
     def build(tmp: Path) -> None:
@@ -70,7 +72,8 @@ def generate_data(cfg: DemoConfig) -> Path:
                 action_noise=noise,
             )
             print(report.summary())
-        write_reference(tmp, cfg)
+        if reference:
+            write_reference(tmp, cfg)
 
     return cached_build(cfg.cache_root / key, build, describe="demonstrations")
 
