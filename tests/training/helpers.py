@@ -1,10 +1,12 @@
-"""Shared by the subprocess tests of the trainer: a config as command-line flags, a torchrun launch."""
+"""Shared by the trainer tests: a config as command-line flags, a torchrun launch, synthetic episodes."""
 
 import dataclasses
 import os
 import socket
 import subprocess
 import sys
+
+import numpy as np
 
 from craft_vla.training.config import FinetuneConfig
 
@@ -65,3 +67,33 @@ def toy_config(rlds_root, tmp_path, **overrides) -> FinetuneConfig:
         learning_rate=1e-3,
     )
     return dataclasses.replace(base, **overrides)
+
+
+INSTRUCTIONS = ("put the red cube on the plate", "push the blue ball left", "open the drawer")
+
+
+def synthetic_episodes(num_episodes: int, seed: int = 0, image_size: int = 32):
+    rng = np.random.default_rng(seed)
+    for e in range(num_episodes):
+        t = int(rng.integers(5, 9))
+        base = rng.uniform(0, 255, size=(1, image_size, image_size, 3))
+        images = np.clip(base + rng.normal(0, 20, size=(t, image_size, image_size, 3)), 0, 255).astype(
+            np.uint8
+        )
+        state = rng.normal(size=(t, 8)).astype(np.float32)
+        action = np.concatenate(
+            [np.tanh(state[:, :6] + 0.1 * rng.normal(size=(t, 6))), rng.uniform(-1, 1, (t, 1))], 1
+        )
+        yield {
+            "steps": {
+                "observation": {"image": images, "wrist_image": images[:, ::-1].copy(), "state": state},
+                "action": action.astype(np.float32),
+                "language_instruction": INSTRUCTIONS[e % len(INSTRUCTIONS)],
+                "reward": np.zeros(t, np.float32),
+                "discount": np.ones(t, np.float32),
+                "is_first": np.arange(t) == 0,
+                "is_last": np.arange(t) == t - 1,
+                "is_terminal": np.arange(t) == t - 1,
+            },
+            "episode_metadata": {"file_path": f"synthetic/{e}"},
+        }

@@ -7,10 +7,10 @@ import shutil
 
 import pytest
 import torch
+from helpers import synthetic_episodes
 from helpers import toy_config as config
 from safetensors.torch import load_file
 
-from conftest import synthetic_episodes
 from craft_vla.data.collate import VLACollator
 from craft_vla.data.dataset import VLADataset
 from craft_vla.data.rlds_writer import write_rlds_dataset

@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Literal
 import draccus
 
 from craft_vla.data.cache_dir import cache_dir
-from craft_vla.demo.methods import METHODS, POST_HOC
+from craft_vla.demo.methods import METHODS, POST_HOC, REFERENCE_DATASET
 from craft_vla.demo.stress import STRESS_SETTINGS
 from craft_vla.sim.tasks import TASK_NAMES
 from craft_vla.sim.world import WorldConfig
@@ -230,6 +230,11 @@ class DemoConfig:
     def cache_root(self) -> Path:
         """Where data, the snapshot and anchor caches are cached."""
         return Path(self.cache_dir) if self.cache_dir is not None else cache_dir("demo")
+
+    @property
+    def anchor_dataset_name(self) -> str:
+        """craft's `craft_anchor_dataset_name`: the reference inputs' dataset, or "" (the demonstrations)."""
+        return REFERENCE_DATASET if self.anchor_inputs == "reference" else ""
 
     def resolved_precision(self) -> str:
         """The precision fine-tuning and the anchor cache run in: "bf16" or "fp32"."""

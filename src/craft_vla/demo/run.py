@@ -42,7 +42,7 @@ def generate_data(cfg: DemoConfig) -> Path:
     anchors are read on them."""
     from craft_vla.sim.demonstrations import write_demonstrations
 
-    reference = cfg.anchor_inputs == "reference"
+    reference = bool(cfg.anchor_dataset_name)
 
     key = "data-" + settings_hash(
         DEMO_VERSION,
@@ -117,7 +117,7 @@ def base_finetune_config(cfg: DemoConfig, data_root: Path, snapshot: Path, run_r
         craft_parts=cfg.parts,
         craft_epsilon=cfg.epsilon,
         craft_epsilon_mode=cfg.epsilon_mode,
-        craft_anchor_dataset_name=REFERENCE_DATASET if cfg.anchor_inputs == "reference" else "",
+        craft_anchor_dataset_name=cfg.anchor_dataset_name,
         craft_retention_scale=cfg.retention_scale,
         craft_dual_lr=cfg.dual_lr or 1.0,
         craft_lambda_max=cfg.lambda_max or None,

@@ -28,15 +28,9 @@ def build_cache(cfg: FinetuneConfig) -> AnchorCache | None:
         raise ValueError("pass --craft_cache_path DIR: where to write the anchor cache")
     env = init_distributed(cfg.distributed, cfg.threads)
     prepared = setup.prepare(cfg)  # exactly the model and data the fine-tuning run starts from
-    readers, tokenizer, statistics, policy = (
-        prepared.readers,
-        prepared.tokenizer,
-        prepared.statistics,
-        prepared.policy,
-    )
-    snapshot_sha256 = prepared.snapshot_sha256
+    tokenizer, policy, snapshot_sha256 = prepared.tokenizer, prepared.policy, prepared.snapshot_sha256
     setup.place_model(policy, cfg, env.device)
-    dataset = setup.anchor_dataset(cfg, readers, tokenizer, statistics, policy.config)
+    dataset = setup.anchor_dataset(cfg, prepared)
     spec = setup.anchor_spec(cfg, policy.config.llm.num_hidden_layers)
     ids = dataset.sample_ids
     if cfg.craft_cache_max_samples and cfg.craft_cache_max_samples < len(ids):

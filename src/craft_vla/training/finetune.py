@@ -125,7 +125,7 @@ def build_run(cfg: FinetuneConfig) -> Run:
         snapshot_sha256=prepared.snapshot_sha256,
     )
     if cfg.use_craft:
-        setup_craft(run, policy, tokenizer, collate, autocast)
+        setup_craft(run, prepared, policy, collate, autocast)
     if env.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(draccus.dump(cfg))
@@ -158,13 +158,11 @@ def make_optimizer(cfg: FinetuneConfig, trainable: list[torch.nn.Parameter], pol
     )
 
 
-def setup_craft(run: Run, policy, tokenizer, collate: VLACollator, autocast) -> None:
+def setup_craft(run: Run, prepared: setup.Prepared, policy, collate: VLACollator, autocast) -> None:
     """Anchor spec, anchor set (cache or online snapshot), ε, and the CraftStep of the run."""
-    cfg, env = run.cfg, run.env
+    cfg, env, tokenizer = run.cfg, run.env, prepared.tokenizer
     spec = setup.anchor_spec(cfg, policy.config.llm.num_hidden_layers)
-    anchor_data = setup.anchor_dataset(
-        cfg, run.dataset.readers, tokenizer, run.dataset.statistics, policy.config
-    )
+    anchor_data = setup.anchor_dataset(cfg, prepared)
     cache, snapshot, epsilon = None, None, cfg.craft_epsilon
     if cfg.craft_anchor_source == "cache":
         precision = "bf16" if setup.uses_bf16(cfg, env.device) else "fp32"

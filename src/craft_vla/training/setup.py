@@ -10,7 +10,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -138,14 +138,15 @@ class Prepared:
     statistics: dict[str, DatasetStatistics]
     policy: VLAAdapterPolicy
     snapshot_sha256: str  # of the VLM weights the run starts from: the anchor cache's fingerprint
+    anchor_readers: list[Reader]  # --craft_anchor_dataset_name's datasets; empty: anchors on `readers`
 
 
 def prepare(cfg: FinetuneConfig) -> Prepared:
     """Readers, tokenizer, statistics and model, in one order and under one seed, so that build-cache's
     snapshot is exactly the model fine-tuning starts from (a preset's random initialisation included)."""
     torch.manual_seed(cfg.seed)  # the same initialisation in every command and on every rank
-    readers = open_readers(cfg)
-    tokenizer = load_tokenizer(cfg, readers + anchor_readers(cfg))  # a word vocabulary covers both
+    readers, anchors = open_readers(cfg), anchor_readers(cfg)
+    tokenizer = load_tokenizer(cfg, readers + anchors)  # a word vocabulary covers both
     statistics = {r.name: reader_statistics(r, infer_dataset_kind(r.name)) for r in readers}
     action_dims = {s.action.dim for s in statistics.values()}
     if len(action_dims) != 1:
@@ -155,7 +156,7 @@ def prepare(cfg: FinetuneConfig) -> Prepared:
     first = statistics[min(statistics)]
     proprio_dim = first.proprio.dim if cfg.use_proprio and first.proprio is not None else None
     policy, snapshot_sha256 = build_model(cfg, action_dims.pop(), proprio_dim, tokenizer.vocab_size)
-    return Prepared(readers, tokenizer, statistics, policy, snapshot_sha256)
+    return Prepared(readers, tokenizer, statistics, policy, snapshot_sha256, anchors)
 
 
 def sample_config(cfg: FinetuneConfig, model: VLAAdapterConfig, augment: bool) -> SampleConfig:
@@ -219,22 +220,18 @@ def anchor_readers(cfg: FinetuneConfig) -> list[Reader]:
     return open_readers(dataclasses.replace(cfg, dataset_name=cfg.craft_anchor_dataset_name))
 
 
-def anchor_dataset(
-    cfg: FinetuneConfig,
-    readers: Sequence[Reader],
-    tokenizer: Any,
-    statistics: Mapping[str, DatasetStatistics],
-    model: VLAAdapterConfig,
-) -> VLADataset:
+def anchor_dataset(cfg: FinetuneConfig, prepared: Prepared) -> VLADataset:
     """The anchor inputs, un-augmented: the training datasets, or `--craft_anchor_dataset_name`'s samples.
 
     Another dataset is normalised with the training statistics: the anchor features read images and the
     prompt only (the VLM never sees actions or proprio), so its own statistics would change nothing."""
-    anchors = anchor_readers(cfg)
-    if anchors:
+    readers, statistics = prepared.readers, prepared.statistics
+    if prepared.anchor_readers:
         first = statistics[min(statistics)]
-        readers, statistics = anchors, {r.name: first for r in anchors}
-    return VLADataset(readers, tokenizer, sample_config(cfg, model, augment=False), statistics=statistics)
+        readers = prepared.anchor_readers
+        statistics = {r.name: first for r in readers}
+    config = sample_config(cfg, prepared.policy.config, augment=False)
+    return VLADataset(readers, prepared.tokenizer, config, statistics=statistics)
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
