@@ -50,6 +50,19 @@ def torchrun(
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 
+# CRAFT_METHOD.md's formulation as first written (the trainer's defaults until 2026-12-08): mean-pooled raw
+# and action-query parts, ε relative to their joint spread, g_ret unscaled. The tests that check features, ε
+# and the step by hand against those formulas pin it
+SEED_FORMULATION = {
+    "craft_parts": "both",
+    "craft_text": False,
+    "craft_epsilon_mode": "relative",
+    "craft_epsilon": 0.05,
+    "craft_retention_scale": "raw",
+    "craft_dual_lr": 1.0,
+}
+
+
 def toy_config(rlds_root, tmp_path, **overrides) -> FinetuneConfig:
     """A tiny full fine-tuning run on the session's toy RLDS dataset, with `overrides`."""
     base = FinetuneConfig(

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import cli_args, torchrun
+from helpers import SEED_FORMULATION, cli_args, torchrun
 
 from craft_vla.cli import build_cache as build_cache_cli
 from craft_vla.cli.main import main as craft_vla
@@ -45,6 +45,7 @@ def cache_config(data_root: Path, tmp: Path, **overrides) -> FinetuneConfig:
         batch_size=4,
         craft_cache_shard_size=8,
         craft_cache_path=str(tmp / "cache"),
+        **SEED_FORMULATION,
     )
     return dataclasses.replace(base, **overrides)
 

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 import torch
-from helpers import synthetic_episodes
+from helpers import SEED_FORMULATION, synthetic_episodes
 from helpers import toy_config as config
 from safetensors.torch import load_file
 
@@ -25,9 +25,15 @@ def final_weights(run_dir, step):
     return load_file(str(run_dir / f"step-{step:06d}" / "training_state" / "trainable.safetensors"))
 
 
-def test_craft_off_equals_plain_sft_bit_for_bit(rlds_root, tmp_path):
+def embedding_penalty(model, step):
+    """A stand-in for the demo's co-training loss: it depends on the step and reaches pretrained weights."""
+    return 0.1 * (step + 1) * model.vla.language_model.get_input_embeddings().weight.square().mean()
+
+
+@pytest.mark.parametrize("aux_loss", [None, embedding_penalty], ids=["sft", "sft+aux_loss"])
+def test_craft_off_equals_plain_sft_bit_for_bit(rlds_root, tmp_path, aux_loss):
     cfg = config(rlds_root, tmp_path)
-    ours = final_weights(finetune(cfg), cfg.max_steps)
+    ours = final_weights(finetune(cfg, aux_loss=aux_loss), cfg.max_steps)
     # the plain VLA-Adapter SFT loop, written out with the same pieces and seed
     torch.manual_seed(cfg.seed)
     readers = setup.open_readers(cfg)
@@ -45,8 +51,10 @@ def test_craft_off_equals_plain_sft_bit_for_bit(rlds_root, tmp_path):
     optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.learning_rate, weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_then_decay(2, 3))
     batches = iter(loader)
-    for _ in range(cfg.max_steps):
+    for step in range(cfg.max_steps):
         policy(next(batches)).loss.backward()
+        if aux_loss is not None:
+            aux_loss(policy, step).backward()
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad()
@@ -62,7 +70,7 @@ def test_head_learning_rate_is_a_group_of_its_own(rlds_root, tmp_path):
     policy = run.state.model
     head = {
         id(p)
-        for m in (policy.action_head, policy.proprio_projector)
+        for m in (policy.action_head, policy.proprio_projector, policy.vla.action_queries)
         for p in m.parameters()
         if p.requires_grad
     }
@@ -81,6 +89,29 @@ def test_head_learning_rate_equal_to_learning_rate_changes_nothing(rlds_root, tm
     assert plain.keys() == split.keys()
     for name in plain:
         assert torch.equal(plain[name], split[name]), name
+
+
+def test_head_only_steps_keep_the_vlm_then_warm_it_up(rlds_root, tmp_path):
+    """LP-FT: for the first K steps the VLM's weights stay bit for bit those it started from, while the new
+    weights learn; from step K the VLM learns, its rate warming up from 0.1 x."""
+    cfg = config(rlds_root, tmp_path, head_only_steps=2, max_steps=2, lr_warmup_steps=4)
+    start = build_run(dataclasses.replace(cfg, run_id_override="start")).state.model
+    initial = {n: p.detach().clone() for n, p in start.named_parameters()}
+    new = {n for n, p in start.named_parameters() if any(p is q for q in start.new_parameters())}
+    assert any(n.startswith("vla.action_queries") for n in new)
+    after = final_weights(finetune(cfg), 2)
+    assert new < set(after)
+    for name, tensor in after.items():
+        assert torch.equal(tensor, initial[name]) == (name not in new), name
+    vlm, head = build_run(dataclasses.replace(cfg, run_id_override="schedule")).state.scheduler.lr_lambdas
+    # the ×0.1 decay stays at its absolute step (3 in this config) for both groups
+    assert [vlm(step) for step in range(4)] == pytest.approx([0, 0, 0.325, 0.055])
+    assert [head(step) for step in range(4)] == pytest.approx([0.325, 0.55, 0.775, 0.1])
+
+
+def test_resume_is_exact_across_the_end_of_head_only_steps(rlds_root, tmp_path):
+    cfg = config(rlds_root, tmp_path, head_only_steps=2, max_steps=4, run_id_override="lpft")
+    assert_resume_is_exact(cfg, finetune(cfg), stop_at=2)
 
 
 def assert_resume_is_exact(cfg, full_dir, stop_at: int) -> None:
@@ -111,9 +142,8 @@ def craft_cfg(rlds_root, tmp_path):
         craft_cache_path=str(tmp_path / "cache"),
         craft_raw_layer=2,
         craft_aq_layer=4,
-        craft_epsilon=0.05,
-        craft_dual_lr=1.0,
         max_steps=5,
+        **SEED_FORMULATION,
     )
     build_cache(cfg)
     return cfg

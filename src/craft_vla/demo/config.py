@@ -70,6 +70,9 @@ class DemoConfig:
     learning_rate: float = 5e-4
     adam_beta2: float = 0.999  # AdamW's beta2, for every method (torch's default, VLA-Adapter's)
     lr_warmup_steps: int = 50
+    # LP-FT, for every method: the first this many steps train only the new weights (head, proprio projector,
+    # action queries), then the VLM warms up (FinetuneConfig.head_only_steps)
+    head_only_steps: int = 0
     lora_rank: int = 16
     # craft's retention budget, in units of the anchored features' spread (--epsilon_mode). Balanced: each
     # anchored part (patch tokens, text) in units of its own spread S_part, epsilon per part. 0.1 is the
@@ -92,6 +95,11 @@ class DemoConfig:
     # diverging (README, issue 7), so none by default
     lambda_max: float = 0.0
     fixed_penalty_weight: float = 1.0  # w of the fixed_penalty method: L_act + w L_ret
+    # the cotrain oracle: L_act + w L_QA, with L_QA on cotrain_batch_size scenes a step (all their questions)
+    # drawn from the first cotrain_scenes scenes of pretraining's set; w = 1 is pretraining's weight of L_QA
+    cotrain_weight: float = 1.0
+    cotrain_batch_size: int = 8
+    cotrain_scenes: int = 1024
     # κ of the craft_correction method: the fraction of the predicted excess of L_ret over ε that each
     # step's projection removes (1: the linearised L_ret lands on ε)
     correction_rate: float = 1.0
@@ -194,7 +202,12 @@ class DemoConfig:
                 f"layers: use --raw_layers {self.raw_layer} for that layer alone"
             )
         positive = ("epsilon", "learning_rate", "correction_rate")
-        non_negative = ("action_noise", "dual_lr", "lambda_max", "fixed_penalty_weight")
+        non_negative = ("action_noise", "dual_lr", "lambda_max", "fixed_penalty_weight", "head_only_steps")
+        if self.cotrain_batch_size < 1 or self.cotrain_scenes < self.cotrain_batch_size:
+            raise ValueError(
+                f"--cotrain_batch_size {self.cotrain_batch_size} and --cotrain_scenes {self.cotrain_scenes}: "
+                "need 1 <= batch size <= scenes"
+            )
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ValueError(f"--{name} must be > 0; got {getattr(self, name)}")

@@ -49,6 +49,8 @@ METHODS: dict[str, dict[str, Any]] = {
     "craft": {"use_lora": False, "use_craft": True},
     "craft_seed": {"use_lora": False, "use_craft": True, **SEED_ANCHORS},
     "craft_correction": {"use_lora": False, "use_craft": True, "craft_correction_rate": 1.0, **SEED_ANCHORS},
+    # full SFT plus the pretraining questions in every step (demo/cotrain.py): how much can be kept
+    "cotrain": {"use_lora": False},
     # no training of its own: the sft_full run of the same seed, its VLM interpolated toward the snapshot
     "wise_ft": {"use_lora": False},
 }
@@ -68,6 +70,8 @@ DESCRIPTIONS = {
     "layer L, ε relative to their spread",
     "craft_correction": "CRaFT with the budget kept by a correction step after AdamW's, which sees only "
     "the projected action gradient (no λ·g_ret)",
+    "cotrain": "co-training oracle: full SFT plus w·L_QA on the pretraining perception questions in every "
+    "step (VLM data CRaFT does not use)",
     "wise_ft": "WiSE-FT: full SFT's VLM weights interpolated toward the snapshot's, with the smallest α "
     "whose action L1 is within 5 % of SFT's (α chosen on validation L1 only)",
 }
@@ -95,4 +99,6 @@ def method_cost(method: str, anchor_fraction: float = 1.0) -> float:
         return 0.2  # evaluations only: a sweep of action L1 and QA, then one full evaluation
     if overrides.get("use_craft"):
         return 1.0 + anchor_fraction
+    if method == "cotrain":
+        return 1.5  # a question pass of about half an action pass's cost
     return 0.5 if overrides.get("freeze_vlm") else 1.0

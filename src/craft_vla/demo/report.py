@@ -292,6 +292,7 @@ def write_report(
         f"({platform.processor() or platform.machine()}, {_cores()} cores), "
         f"{cfg.protocol} protocol, seeds {list(cfg.seeds)}, {cfg.steps} fine-tuning steps, "
         f"batch {cfg.batch_size}, AdamW lr {cfg.learning_rate} β2 {cfg.adam_beta2}, "
+        f"{f'the first {cfg.head_only_steps} steps head only (LP-FT), ' if cfg.head_only_steps else ''}"
         f"{cfg.resolved_precision()}; craft: ε = {cfg.epsilon} ({cfg.epsilon_mode}), anchored parts "
         f"{cfg.parts}{layers}{text}, pooling {cfg.pool}, read on the {cfg.anchor_inputs} inputs, retention "
         f"gradient scale {cfg.retention_scale} (craft_seed: the seed's anchors on the demonstrations, ε = "

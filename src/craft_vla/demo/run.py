@@ -104,6 +104,7 @@ def base_finetune_config(cfg: DemoConfig, data_root: Path, snapshot: Path, run_r
         learning_rate=cfg.learning_rate,
         adam_beta2=cfg.adam_beta2,
         lr_warmup_steps=cfg.lr_warmup_steps,
+        head_only_steps=cfg.head_only_steps,
         num_steps_before_decay=int(cfg.steps * 0.8),
         max_steps=cfg.steps,
         save_freq=cfg.steps,
@@ -217,7 +218,7 @@ def run_job(args: tuple) -> dict[str, Any]:
     from craft_vla.training.metrics import read_metrics
 
     start = time.perf_counter()
-    run_dir = finetune(ft_cfg)
+    run_dir = finetune(ft_cfg, aux_loss=cotraining(cfg, snapshot, seed) if method == "cotrain" else None)
     train_seconds = time.perf_counter() - start
     policy, tokenizer, statistics = load_finetuned(ft_cfg, run_dir)
     result: dict[str, Any] = {
@@ -231,6 +232,24 @@ def run_job(args: tuple) -> dict[str, Any]:
     result["eval_seconds"] = time.perf_counter() - start - train_seconds
     (run_dir / "result.json").write_text(json.dumps(result, indent=2))
     return result
+
+
+def pretrain_config(cfg: DemoConfig):
+    """The snapshot's pretraining settings: `--quick`'s small budget, or the full one."""
+    from craft_vla.demo.pretrain import PretrainConfig, quick_pretrain_config
+
+    return quick_pretrain_config() if cfg.quick else PretrainConfig()
+
+
+def cotraining(cfg: DemoConfig, snapshot: Path, seed: int):
+    """The cotrain method's extra loss (demo/cotrain.py) on the snapshot's own pretraining scenes."""
+    from craft_vla.data.tokenizers import WordTokenizer
+    from craft_vla.demo.cotrain import CoTrainingLoss
+
+    tokenizer = WordTokenizer.load(snapshot / "word_tokenizer.json")
+    return CoTrainingLoss(
+        tokenizer, pretrain_config(cfg), cfg.cotrain_scenes, cfg.cotrain_batch_size, cfg.cotrain_weight, seed
+    )
 
 
 def snapshot_retention(cfg: DemoConfig, base, snapshot: Path) -> dict[str, Any]:
@@ -324,12 +343,7 @@ def run_demo(cfg: DemoConfig) -> Path:
     """Every stage; returns the report directory."""
     import torch
 
-    from craft_vla.demo.pretrain import (
-        PretrainConfig,
-        pretrained_snapshot,
-        quick_pretrain_config,
-        snapshot_path,
-    )
+    from craft_vla.demo.pretrain import pretrained_snapshot, snapshot_path
     from craft_vla.demo.report import write_report
 
     torch.set_num_threads(threads_per_process(1, cfg.threads))  # pretraining and the cache run alone
@@ -339,7 +353,7 @@ def run_demo(cfg: DemoConfig) -> Path:
     timings["data"] = time.perf_counter() - start
     # the snapshot is pretrained in float32 on every machine: it plays the released VLM, the
     # same wherever the demo runs
-    pretrain_cfg = quick_pretrain_config() if cfg.quick else PretrainConfig()
+    pretrain_cfg = pretrain_config(cfg)
     pretrained = not snapshot_path(pretrain_cfg, cfg.cache_root).exists()
     snapshot = pretrained_snapshot(pretrain_cfg, cfg.cache_root)
     timings["pretraining"] = time.perf_counter() - start - sum(timings.values())

@@ -84,6 +84,12 @@ class VLAAdapterPolicy(nn.Module):
             *self.action_head.model.mlp_resnet_blocks,
         ]
 
+    def new_parameters(self) -> list[nn.Parameter]:
+        """The trainable weights a pretrained VLM does not have, which fine-tuning learns from scratch: the
+        action head, the proprio projector and the action queries."""
+        modules = (self.action_head, self.proprio_projector, unwrap_vlm(self.vla).action_queries)
+        return [p for m in modules if m is not None for p in m.parameters() if p.requires_grad]
+
     def forward(
         self, batch: Batch, anchor_spec: AnchorSpec | None = None, feature_spec: AnchorSpec | None = None
     ) -> ActionOutput | Tensor:

@@ -119,6 +119,7 @@ MINIMUMS: dict[str, float] = {
     "batch_size": 1,
     "learning_rate": 0,
     "head_learning_rate": 0,
+    "head_only_steps": 0,
     "weight_decay": 0,
     "lr_warmup_steps": 0,
     "num_steps_before_decay": 0,
@@ -167,7 +168,11 @@ class FinetuneConfig:
     # optimisation
     batch_size: int = 8  # per device
     learning_rate: float = 5e-4
-    head_learning_rate: float = 0.0  # action head + proprio projector (new weights); 0: --learning_rate
+    # the weights trained from scratch (action head, proprio projector, action queries); 0: --learning_rate
+    head_learning_rate: float = 0.0
+    # LP-FT: for this many first steps only those new weights learn, the pretrained VLM's learning rate is 0
+    # (its AdamW moments still see its gradients); then the VLM gets its own --lr_warmup_steps warm-up
+    head_only_steps: int = 0
     optimizer: str = "adamw"  # adamw (VLA-Adapter's) | sgd (momentum 0.9, linear in the gradient)
     weight_decay: float = 0.0
     adam_beta2: float = 0.999  # AdamW's second-moment decay (VLA-Adapter: torch's default 0.999)

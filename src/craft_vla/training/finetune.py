@@ -18,6 +18,7 @@ from typing import Any
 import draccus
 import torch
 import yaml
+from torch.optim.lr_scheduler import LambdaLR
 from tqdm import tqdm
 
 from craft_vla.craft import CraftStep, DualVariable
@@ -40,7 +41,7 @@ from craft_vla.training.distributed import (
     wrap_model,
 )
 from craft_vla.training.metrics import MetricsLogger
-from craft_vla.training.step import TrainState, train_step, warmup_then_decay
+from craft_vla.training.step import AuxLoss, TrainState, train_step, warmup_then_decay
 from craft_vla.training.validation import open_validation_readers, validation_metrics, validation_set
 
 
@@ -104,9 +105,7 @@ def build_run(cfg: FinetuneConfig) -> Run:
     model = wrap_model(policy, cfg.distributed, env, policy.blocks())
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(cfg, trainable, unwrap(model))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_then_decay(int(cfg.lr_warmup_steps), cfg.num_steps_before_decay)
-    )
+    scheduler = make_scheduler(cfg, optimizer)
     autocast = setup.autocast_for(cfg, env.device)
     state = TrainState(
         model, optimizer, scheduler, max_grad_norm=cfg.max_grad_norm, autocast=autocast, trainable=trainable
@@ -136,26 +135,36 @@ def build_run(cfg: FinetuneConfig) -> Run:
 
 
 def make_optimizer(cfg: FinetuneConfig, trainable: list[torch.nn.Parameter], policy) -> torch.optim.Optimizer:
-    """AdamW (or SGD) over the trainable parameters; with `--head_learning_rate`, the action head and the
-    proprio projector (trained from scratch) in a group of their own at that rate."""
-    groups = [{"params": trainable}]
-    if cfg.head_learning_rate > 0:
-        new = {
-            id(p)
-            for m in (policy.action_head, policy.proprio_projector)
-            if m is not None
-            for p in m.parameters()
-        }
+    """AdamW (or SGD) over the trainable parameters. With `--head_learning_rate` or `--head_only_steps`, two
+    groups: the pretrained weights ("vlm"), then the weights trained from scratch ("new",
+    `policy.new_parameters()`) at --head_learning_rate if given."""
+    groups = [{"params": trainable, "name": "all"}]
+    if cfg.head_learning_rate > 0 or cfg.head_only_steps > 0:
+        new = {id(p) for p in policy.new_parameters()}
         groups = [
-            {"params": [p for p in trainable if id(p) not in new]},
-            {"params": [p for p in trainable if id(p) in new], "lr": cfg.head_learning_rate},
+            {"params": [p for p in trainable if id(p) not in new], "name": "vlm"},
+            {"params": [p for p in trainable if id(p) in new], "name": "new"},
         ]
+        if cfg.head_learning_rate > 0:
+            groups[1]["lr"] = cfg.head_learning_rate
         groups = [g for g in groups if g["params"]]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.learning_rate, momentum=0.9, weight_decay=cfg.weight_decay)
     return torch.optim.AdamW(
         groups, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, betas=(0.9, cfg.adam_beta2)
     )
+
+
+def make_scheduler(cfg: FinetuneConfig, optimizer: torch.optim.Optimizer) -> LambdaLR:
+    """VLA-Adapter's warm-up and decay for every group; under --head_only_steps K the "vlm" group's rate is
+    0 for the first K steps and warms up from step K (LP-FT: the random head does not push its first,
+    uninformed gradients into the pretrained features)."""
+    warmup, decay = int(cfg.lr_warmup_steps), cfg.num_steps_before_decay
+    factors = [
+        warmup_then_decay(warmup, decay, start=cfg.head_only_steps if g["name"] == "vlm" else 0)
+        for g in optimizer.param_groups
+    ]
+    return LambdaLR(optimizer, factors)
 
 
 def setup_craft(run: Run, prepared: setup.Prepared, policy, collate: VLACollator, autocast) -> None:
@@ -332,10 +341,15 @@ def check_first_retention(log: dict[str, Any], f_norm_sq: float | None, threshol
         )
 
 
-def finetune(cfg: FinetuneConfig) -> Path:
-    """Run (or resume) fine-tuning; returns the run directory."""
+def finetune(cfg: FinetuneConfig, aux_loss: AuxLoss | None = None) -> Path:
+    """Run (or resume) fine-tuning; returns the run directory. `aux_loss` (Python callers only: the demo's
+    co-training oracle) adds a loss whose gradient joins the action gradient (`TrainState.aux_loss`)."""
     val_readers = open_validation_readers(cfg) if cfg.use_val_set else []  # before the model: fail early
     run = build_run(cfg)
+    if aux_loss is not None and run.env.world_size > 1:
+        # its pass goes around the DDP/FSDP wrapper, so its gradient would not be averaged over ranks
+        raise ValueError("an aux_loss runs in a single process only")
+    run.state.aux_loss = aux_loss
     if cfg.resume:
         resume(run)
     state, env = run.state, run.env

@@ -19,6 +19,7 @@ from craft_vla.craft import AnchorSpec, CraftStep, accumulate_backward, retentio
 from craft_vla.training.distributed import mean_over_ranks
 
 Batch = dict[str, Tensor]
+AuxLoss = Callable[[nn.Module, int], Tensor]  # (model, step) -> scalar
 
 
 @dataclass
@@ -35,6 +36,9 @@ class TrainState:
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
     step: int = 0
     trainable: list[nn.Parameter] = field(default_factory=list)
+    # an extra loss (model, step) -> scalar whose gradient joins the action gradient (the demo's co-training
+    # oracle); it must depend on the step alone, so that a resumed run sees the same batches
+    aux_loss: AuxLoss | None = None
 
 
 class ActionLoss:
@@ -79,6 +83,10 @@ def train_step(
     action_loss = ActionLoss(state.autocast)
     l_act = accumulate_backward(state.model, batches, action_loss)
     log: dict[str, Any] = {}
+    if state.aux_loss is not None:
+        aux = state.aux_loss(state.model, state.step)
+        aux.backward()  # .grad = g_act + ∇aux: for CRaFT, part of the task's gradient
+        log["aux_loss"] = float(aux.detach())
     if state.craft is not None:
         state.craft.stash_action_gradient()
         l_ret = accumulate_backward(
@@ -127,13 +135,18 @@ def check_finite(step: int, loss: float, grad_norm: float, l_ret: float | None =
         )
 
 
-def warmup_then_decay(warmup_steps: int, decay_step: int) -> Callable[[int], float]:
+def warmup_then_decay(warmup_steps: int, decay_step: int, start: int = 0) -> Callable[[int], float]:
     """VLA-Adapter's schedule as a multiplier: at step i, 0.1 + 0.9 · min((i + 1) / warm-up, 1), then ×0.1
     from `decay_step` on (MultiStepLR). VLA-Adapter writes the warm-up lr into the optimizer every step, which
-    also undoes the decay one step after it happens; here the decay holds, as its MultiStepLR intends."""
+    also undoes the decay one step after it happens; here the decay holds, as its MultiStepLR intends.
+    With `start` > 0 the multiplier is 0 before step `start` and the warm-up counts from there (the VLM's
+    weights under --head_only_steps); the decay step stays absolute."""
 
     def factor(step: int) -> float:
-        warm = 0.1 + 0.9 * min((step + 1) / warmup_steps, 1.0) if warmup_steps > 0 else 1.0
+        if step < start:
+            return 0.0
+        i = step - start
+        warm = 0.1 + 0.9 * min((i + 1) / warmup_steps, 1.0) if warmup_steps > 0 else 1.0
         return warm * (0.1 if step >= decay_step else 1.0)
 
     return factor
