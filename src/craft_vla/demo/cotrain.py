@@ -9,7 +9,6 @@ competitor: CRaFT sees no question and no answer.
 from __future__ import annotations
 
 import numpy as np
-import torch
 from torch import Tensor, nn
 
 from craft_vla.data.tokenizers import WordTokenizer
@@ -17,6 +16,7 @@ from craft_vla.demo.model import demo_config
 from craft_vla.demo.pretrain import PretrainConfig
 from craft_vla.demo.qa import AnswerSet, answer_logits, answer_loss, qa_hidden_states, question_batch
 from craft_vla.sim import make_perception_set
+from craft_vla.training.setup import to_device
 
 
 class CoTrainingLoss:
@@ -62,10 +62,8 @@ class CoTrainingLoss:
         )
 
     def __call__(self, model: nn.Module, step: int) -> Tensor:
-        batch = self.batch(step)
         vlm = model.vla
-        device = next(vlm.parameters()).device
-        batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        batch = to_device(self.batch(step), next(vlm.parameters()).device)
         hidden = qa_hidden_states(vlm, batch)
         logits = answer_logits(vlm, hidden[-1], batch["answer_positions"])
         return self.weight * answer_loss(logits, batch["answer_ids"])
